@@ -1,0 +1,84 @@
+"""`asterbill`: the one command-line entry point. It parses arguments and calls services."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from ops.errors import AsterbillError
+from ops.settings import Settings, load_settings
+
+
+class Cli(click.Group):
+    """Prints expected failures as one line (no traceback) and exits non-zero."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except AsterbillError as exc:
+            click.echo(f"asterbill: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+def settings_of(ctx: click.Context) -> Settings:
+    """Settings are loaded on first use, so `--help` works even when they are broken."""
+    root = ctx.find_root()
+    if root.obj is None:
+        root.obj = load_settings()
+        logging.basicConfig(
+            level=root.obj.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+    return root.obj
+
+
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """asterbill: real-time call billing for Asterisk.
+
+    Settings come from the environment and .env (see README.md, "Configuration").
+    """
+
+
+@cli.command("settings")
+@click.pass_context
+def show_settings(ctx: click.Context) -> None:
+    """Print the settings in force (secrets masked)."""
+    for name, value in settings_of(ctx).describe().items():
+        click.echo(f"{name} = {value}")
+
+
+@cli.command()
+@click.pass_context
+def check(ctx: click.Context) -> None:
+    """Check that the database answers and is migrated, and that Redis answers."""
+    from ops import redis_server
+    from schema import migrate
+    from schema.db import check_database, describe_url, make_engine
+
+    settings = settings_of(ctx)
+    engine = make_engine(settings.database_url)
+    check_database(engine)
+    current = migrate.require_head(engine)
+    click.echo(f"database ok: {describe_url(engine)} (schema {current})")
+    redis_server.check(redis_server.connect(settings.redis_url))
+    click.echo(f"redis ok: {settings.redis_url}")
+
+
+def register_commands() -> None:
+    from ops.cli_db import create_admin, db
+    from ops.cli_run import embedded_redis, run, web
+
+    for command in (db, create_admin, run, web, embedded_redis):
+        cli.add_command(command)
+
+
+def main() -> None:
+    register_commands()
+    cli(prog_name="asterbill")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

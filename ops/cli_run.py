@@ -1,0 +1,87 @@
+"""`asterbill run` (the whole system under honcho), `asterbill web`, `asterbill embedded-redis`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from ops.cli import settings_of
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@click.command()
+@click.option(
+    "--procfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=PROJECT_ROOT / "Procfile",
+    show_default=True,
+)
+@click.pass_context
+def run(ctx: click.Context, procfile: Path) -> None:
+    """Migrate the database and start every process of the Procfile under honcho.
+
+    With no DATABASE_URL an embedded SQLite database is used; with no REDIS_URL an embedded
+    Redis (append-only file under the data directory) is started as one more process.
+    """
+    from honcho.environ import parse_procfile
+    from honcho.manager import Manager
+
+    from schema import migrate
+    from schema.db import check_database, describe_url, make_engine
+
+    settings = settings_of(ctx)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.database_url)
+    check_database(engine)
+    migrate.upgrade(engine)
+    click.echo(f"database {describe_url(engine)} migrated to {migrate.current_revision(engine)}")
+    engine.dispose()
+
+    # Children see the resolved URLs, so every process talks to the same servers.
+    env = dict(
+        os.environ,
+        DATABASE_URL=settings.database_url,
+        REDIS_URL=settings.redis_url,
+        ASTERBILL_DATA_DIR=str(settings.data_dir),
+        PYTHONUNBUFFERED="1",
+    )
+    manager = Manager()
+    if settings.redis_embedded:
+        manager.add_process("redis", f"{_self()} embedded-redis", env=env)
+    for name, command in parse_procfile(procfile.read_text()).processes.items():
+        manager.add_process(name, command, env=env, cwd=str(PROJECT_ROOT))
+    manager.loop()
+    sys.exit(manager.returncode)
+
+
+def _self() -> str:
+    """This very `asterbill` executable (so honcho children use the same virtualenv)."""
+    here = Path(sys.argv[0])
+    return str(here.resolve()) if here.name == "asterbill" and here.exists() else "asterbill"
+
+
+@click.command("embedded-redis")
+@click.pass_context
+def embedded_redis(ctx: click.Context) -> None:
+    """Run the embedded Redis in the foreground (used by `asterbill run` without REDIS_URL)."""
+    from ops.redis_server import embedded_command
+
+    command = embedded_command(settings_of(ctx))
+    os.execv(command[0], command)  # noqa: S606 - fixed argv, no shell
+
+
+@click.command()
+@click.pass_context
+def web(ctx: click.Context) -> None:
+    """Serve the web application (health check; the back office) with waitress."""
+    import waitress
+
+    from admin.app import create_app
+
+    settings = settings_of(ctx)
+    click.echo(f"web on http://{settings.web_host}:{settings.web_port}/healthz")
+    waitress.serve(create_app(settings), host=settings.web_host, port=settings.web_port)

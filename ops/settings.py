@@ -1,0 +1,179 @@
+"""Settings: the only reader of the environment (and of a `.env` file, which honcho loads too).
+
+Every option has a default that works on a laptop with no servers configured: an embedded
+SQLite database and an embedded Redis under the data directory. `load_settings()` parses and
+validates everything at once and raises SettingsError naming the variable and the accepted values.
+The table in README.md ("Configuration") lists the same options; `asterbill settings` prints the
+values in force.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from ops.errors import SettingsError
+
+PAYER_FIELDS = ("callerid", "peer", "accountcode")
+UNKNOWN_PAYER_POLICIES = ("record", "hangup")
+NO_RATE_POLICIES = ("hangup-prepaid", "hangup", "free")
+CALLBACK_LEG_POLICIES = ("a", "b", "both")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of asterbill, parsed. Build it with `load_settings()`."""
+
+    database_url: str
+    database_embedded: bool
+    redis_url: str
+    redis_embedded: bool
+    embedded_redis_port: int
+    data_dir: Path
+    ami_host: str
+    ami_port: int
+    ami_user: str
+    ami_secret: str
+    payer_field: str
+    strip_prefixes: tuple[str, ...]
+    unknown_payer: str
+    no_rate: str
+    guard_ms: int
+    callback_legs: str
+    short_call_seconds: int
+    currency: str
+    display_decimals: int
+    key_prefix: str
+    web_host: str
+    web_port: int
+    secret_key: str
+    log_level: str
+
+    def describe(self) -> dict[str, str]:
+        """The settings as text, with secrets masked (for `asterbill settings` and logs)."""
+        masked = {"ami_secret", "secret_key"}
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in masked:
+                value = "(set)" if value else "(empty)"
+            elif f.name == "database_url":
+                value = _mask_url_password(value)
+            elif isinstance(value, tuple):
+                value = ",".join(value)
+            out[f.name] = str(value)
+        return out
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, env_file: str | os.PathLike | None = ".env"
+) -> Settings:
+    """Read the settings from `environ` (default: the process environment) over `env_file`."""
+    values: dict[str, str] = {}
+    if env_file is not None and Path(env_file).is_file():
+        values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    values.update(os.environ if environ is None else environ)
+    return _parse(values)
+
+
+def _parse(env: Mapping[str, str]) -> Settings:
+    def get(name: str, default: str) -> str:
+        value = env.get(name)
+        return default if value is None or value.strip() == "" else value.strip()
+
+    data_dir = Path(get("ASTERBILL_DATA_DIR", "var")).resolve()
+    embedded_port = _int(env, "ASTERBILL_EMBEDDED_REDIS_PORT", 6390, 1, 65535)
+    database_url = get("DATABASE_URL", "")
+    redis_url = get("REDIS_URL", "")
+
+    return Settings(
+        database_url=database_url or f"sqlite:///{data_dir / 'asterbill.sqlite3'}",
+        database_embedded=not database_url,
+        redis_url=redis_url or f"redis://127.0.0.1:{embedded_port}/0",
+        redis_embedded=not redis_url,
+        embedded_redis_port=embedded_port,
+        data_dir=data_dir,
+        ami_host=get("AMI_HOST", "127.0.0.1"),
+        ami_port=_int(env, "AMI_PORT", 5038, 1, 65535),
+        ami_user=get("AMI_USER", "asterbill"),
+        ami_secret=env.get("AMI_SECRET", ""),
+        payer_field=_choice(env, "ASTERBILL_PAYER_FIELD", "callerid", PAYER_FIELDS),
+        strip_prefixes=_digit_list(env, "ASTERBILL_STRIP_PREFIXES"),
+        unknown_payer=_choice(env, "ASTERBILL_UNKNOWN_PAYER", "record", UNKNOWN_PAYER_POLICIES),
+        no_rate=_choice(env, "ASTERBILL_NO_RATE", "hangup-prepaid", NO_RATE_POLICIES),
+        guard_ms=_int(env, "ASTERBILL_GUARD_MS", 500, 0, 10_000),
+        callback_legs=_choice(env, "ASTERBILL_CALLBACK_LEGS", "a", CALLBACK_LEG_POLICIES),
+        short_call_seconds=_int(env, "ASTERBILL_SHORT_CALL_SECONDS", 0, 0, 3600),
+        currency=_currency(env),
+        display_decimals=_int(env, "ASTERBILL_DISPLAY_DECIMALS", 2, 0, 6),
+        key_prefix=_key_prefix(env),
+        web_host=get("ASTERBILL_WEB_HOST", "127.0.0.1"),
+        web_port=_int(env, "ASTERBILL_WEB_PORT", 8080, 1, 65535),
+        secret_key=env.get("ASTERBILL_SECRET_KEY", ""),
+        log_level=_choice(env, "ASTERBILL_LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
+    )
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number ({low}..{high})") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name}={value} is out of range ({low}..{high})")
+    return value
+
+
+def _choice(
+    env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...], upper: bool = False
+) -> str:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    value = raw.upper() if upper else raw.lower()
+    if value not in allowed:
+        raise SettingsError(f"{name}={raw!r} is not one of: {', '.join(allowed)}")
+    return value
+
+
+def _digit_list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    raw = env.get(name, "").strip()
+    items = tuple(p.strip() for p in raw.split(",") if p.strip())
+    bad = [p for p in items if not p.isdigit()]
+    if bad:
+        raise SettingsError(f"{name}: {', '.join(bad)} are not digits (example: 00,011)")
+    # Longest first, so "011" is stripped before "01" would be.
+    return tuple(sorted(set(items), key=len, reverse=True))
+
+
+def _currency(env: Mapping[str, str]) -> str:
+    raw = env.get("ASTERBILL_CURRENCY", "").strip() or "USD"
+    if not (raw.isalpha() and len(raw) == 3):
+        raise SettingsError(f"ASTERBILL_CURRENCY={raw!r} is not a 3-letter ISO 4217 code (USD)")
+    return raw.upper()
+
+
+def _key_prefix(env: Mapping[str, str]) -> str:
+    raw = env.get("ASTERBILL_KEY_PREFIX", "").strip() or "ab"
+    if not all(c.isalnum() or c in "_-:" for c in raw) or "{" in raw:
+        raise SettingsError(
+            f"ASTERBILL_KEY_PREFIX={raw!r} may hold only letters, digits, '_', '-' and ':'"
+        )
+    return raw
+
+
+def _mask_url_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, at, host = rest.rpartition("@")
+    user, colon, _ = creds.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}{at}{host}"
