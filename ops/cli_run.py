@@ -41,27 +41,24 @@ def run(ctx: click.Context, procfile: Path) -> None:
     click.echo(f"database {describe_url(engine)} migrated to {migrate.current_revision(engine)}")
     engine.dispose()
 
-    # Children see the resolved URLs, so every process talks to the same servers.
+    # Children see the resolved URLs, so every process talks to the same servers, and find
+    # this virtualenv's `asterbill` first on PATH even when it was not activated.
+    bin_dir = str(Path(sys.executable).parent)
     env = dict(
         os.environ,
         DATABASE_URL=settings.database_url,
         REDIS_URL=settings.redis_url,
         ASTERBILL_DATA_DIR=str(settings.data_dir),
+        PATH=os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
         PYTHONUNBUFFERED="1",
     )
     manager = Manager()
     if settings.redis_embedded:
-        manager.add_process("redis", f"{_self()} embedded-redis", env=env)
+        manager.add_process("redis", "asterbill embedded-redis", env=env)
     for name, command in parse_procfile(procfile.read_text()).processes.items():
         manager.add_process(name, command, env=env, cwd=str(PROJECT_ROOT))
     manager.loop()
     sys.exit(manager.returncode)
-
-
-def _self() -> str:
-    """This very `asterbill` executable (so honcho children use the same virtualenv)."""
-    here = Path(sys.argv[0])
-    return str(here.resolve()) if here.name == "asterbill" and here.exists() else "asterbill"
 
 
 @click.command("embedded-redis")
