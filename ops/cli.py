@@ -69,9 +69,10 @@ def check(ctx: click.Context) -> None:
 
 def register_commands() -> None:
     from ops.cli_db import create_admin, db
+    from ops.cli_rates import rates
     from ops.cli_run import embedded_redis, run, web
 
-    for command in (db, create_admin, run, web, embedded_redis):
+    for command in (db, create_admin, rates, run, web, embedded_redis):
         cli.add_command(command)
 
 

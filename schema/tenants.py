@@ -42,7 +42,7 @@ class CreditLevel:
 
 class Reseller(CreditLevel, Base):
     __tablename__ = "resellers"
-    __table_args__ = (CheckConstraint("multiple > 0", name="multiple_positive"),)
+    __table_args__ = (CheckConstraint("multiple >= 0", name="multiple_not_negative"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(60), nullable=False, unique=True)
@@ -64,7 +64,9 @@ class AccountGroup(CreditLevel, Base):
 
     __tablename__ = "account_groups"
     __table_args__ = (
-        CheckConstraint("group_multiple > 0 AND customer_multiple > 0", name="multiples_positive"),
+        CheckConstraint(
+            "group_multiple >= 0 AND customer_multiple >= 0", name="multiples_not_negative"
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

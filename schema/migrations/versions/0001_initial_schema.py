@@ -158,7 +158,7 @@ def upgrade() -> None:
             server_default="none",
             nullable=False,
         ),
-        sa.CheckConstraint("multiple > 0", name=op.f("ck_resellers_multiple_positive")),
+        sa.CheckConstraint("multiple >= 0", name=op.f("ck_resellers_multiple_not_negative")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_resellers")),
         sa.UniqueConstraint("name", name=op.f("uq_resellers_name")),
     )
@@ -214,8 +214,8 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.CheckConstraint(
-            "group_multiple > 0 AND customer_multiple > 0",
-            name=op.f("ck_account_groups_multiples_positive"),
+            "group_multiple >= 0 AND customer_multiple >= 0",
+            name=op.f("ck_account_groups_multiples_not_negative"),
         ),
         sa.ForeignKeyConstraint(
             ["reseller_id"], ["resellers.id"], name=op.f("fk_account_groups_reseller_id_resellers")
