@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import sys
+from pathlib import Path
 
 import click
 
@@ -80,3 +81,210 @@ def select_command(ctx: click.Context, book_path, engine: str) -> None:
 
     out = (merged(raw, found) for (raw, _), found in zip(rows, chosen, strict=True))
     csvfiles.write_rows(sys.stdout, header, out)
+
+
+def _db(ctx: click.Context):
+    from schema.db import check_database, make_engine, session_factory
+    from schema.migrate import require_head
+
+    engine = make_engine(settings_of(ctx).database_url)
+    check_database(engine)
+    require_head(engine)
+    return session_factory(engine)
+
+
+def _book(ctx: click.Context, client=None):
+    from lua.keys import Keys
+    from rating.book import RedisRateBook
+
+    return RedisRateBook(client or _redis(ctx), Keys(settings_of(ctx).key_prefix))
+
+
+def _sync_scopes(ctx: click.Context, factory, targets) -> None:
+    """After a committed change: rebuild the touched scopes in Redis."""
+    import redis as redis_lib
+
+    from ops.errors import ServiceUnavailable
+    from rating.store import sync_scope
+
+    try:
+        book = _book(ctx)
+        with factory() as session:
+            for target in targets:
+                sync_scope(session, book, target)
+    except (ServiceUnavailable, redis_lib.RedisError) as exc:
+        raise ServiceUnavailable(
+            f"MySQL was changed but Redis was not synced ({exc}); "
+            "run `asterbill rates sync` when Redis is back"
+        ) from None
+
+
+TABLE = click.Choice(["customer", "callshop", "reseller"])
+
+
+@rates.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--table", type=TABLE, required=True, help="Target rate table.")
+@click.option(
+    "--reseller",
+    "reseller_id",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Scope: reseller id (0 = all resellers).",
+)
+@click.option(
+    "--group",
+    "group_id",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Scope: group id (0 = all groups of the reseller).",
+)
+@click.option(
+    "--map",
+    "mapping",
+    multiple=True,
+    metavar="FIELD=COLUMN",
+    help="Which file column holds a field: a header name or a 1-based number. "
+    "Unmapped fields are read from a header column of the same name.",
+)
+@click.option("--no-header", is_flag=True, help="The first row is data, not column names.")
+@click.option("--delimiter", default=",", show_default=True, help="CSV delimiter.")
+@click.option("--replace", is_flag=True, help="Update rows whose prefix and length exist.")
+@click.option("--dry-run", is_flag=True, help="Check every row, write nothing.")
+@click.pass_context
+def import_command(
+    ctx, file: Path, table, reseller_id, group_id, mapping, no_header, delimiter, replace, dry_run
+) -> None:
+    """Import a rate file (CSV, XLS, XLSX) into one table and scope, all or nothing."""
+    from ops.errors import InvalidInput
+    from rating import ratefiles
+    from rating.store import Target, import_rates
+
+    pairs = {}
+    for item in mapping:
+        field, sep, column = item.partition("=")
+        if not sep or not column:
+            raise InvalidInput(f"--map {item!r}: expected FIELD=COLUMN, e.g. dialprefix=1")
+        pairs[field.strip()] = column.strip()
+    rows = ratefiles.mapped_rows(
+        ratefiles.read_cells(file, delimiter), ratefiles.parse_mapping(pairs), header=not no_header
+    )
+    target = Target(table, reseller_id, group_id)
+    factory = _db(ctx)
+    with factory() as session, session.begin():
+        report = import_rates(session, target, rows, replace=replace)
+        if dry_run:
+            session.rollback()
+            click.echo(
+                f"dry run: {report.inserted} new and {report.updated} changed rate(s) "
+                "would be imported; nothing written"
+            )
+            return
+    _sync_scopes(ctx, factory, [target])
+    click.echo(
+        f"imported {report.inserted} new and {report.updated} changed {table} rate(s) "
+        f"for reseller {reseller_id}, group {group_id}; Redis synced"
+    )
+
+
+@rates.command("export")
+@click.option("--table", type=TABLE, help="Only this table (default: all three).")
+@click.option("--reseller", "reseller_id", type=int, help="Only this reseller scope.")
+@click.option("--group", "group_id", type=int, help="Only this group scope.")
+@click.option("--output", type=click.File("w"), default="-", help="File (default stdout).")
+@click.pass_context
+def export_command(ctx, table, reseller_id, group_id, output) -> None:
+    """Export rates as CSV in the rate-book format (readable by `rates select --book`)."""
+    from rating import csvfiles
+    from rating.money import format_micros
+    from rating.store import book_rows
+
+    header = [
+        "id",
+        "table",
+        "dialprefix",
+        "numlen",
+        "destination",
+        "connectcharge",
+        "initblock",
+        "rateinitial",
+        "billingblock",
+        "resellerid",
+        "groupid",
+    ]
+    with _db(ctx)() as session:
+        rows = (
+            {
+                "id": b.rate.id,
+                "table": b.table,
+                "dialprefix": b.dialprefix,
+                "numlen": b.numlen,
+                "destination": b.rate.destination,
+                "connectcharge": format_micros(b.rate.connect),
+                "initblock": b.rate.initblock,
+                "rateinitial": format_micros(b.rate.per_minute),
+                "billingblock": b.rate.block,
+                "resellerid": b.reseller_id,
+                "groupid": b.group_id,
+            }
+            for b in book_rows(session, table, reseller_id, group_id)
+        )
+        csvfiles.write_rows(output, header, rows)
+
+
+@rates.command("delete")
+@click.option("--table", type=TABLE, required=True)
+@click.option("--reseller", "reseller_id", type=int, help="Only rows of this reseller scope.")
+@click.option("--group", "group_id", type=int, help="Only rows of this group scope.")
+@click.option("--prefix", help="Only rows whose dialprefix starts with this.")
+@click.option("--all", "confirm_all", is_flag=True, help="Confirm deleting the whole table.")
+@click.pass_context
+def delete_command(ctx, table, reseller_id, group_id, prefix, confirm_all) -> None:
+    """Delete the rates matching every filter given (no filter: needs --all)."""
+    from rating.store import delete_matching
+
+    factory = _db(ctx)
+    with factory() as session, session.begin():
+        count, touched = delete_matching(session, table, reseller_id, group_id, prefix, confirm_all)
+    _sync_scopes(ctx, factory, sorted(touched, key=lambda t: (t.reseller_id, t.group_id)))
+    click.echo(f"deleted {count} {table} rate(s); Redis synced")
+
+
+@rates.command("sync")
+@click.pass_context
+def sync_command(ctx) -> None:
+    """Rebuild every rate book in Redis from MySQL (atomically per reseller)."""
+    from rating.store import sync_all
+
+    with _db(ctx)() as session:
+        count = sync_all(session, _book(ctx))
+    click.echo(f"synced {count} rate(s) into Redis")
+
+
+@rates.command("quote")
+@click.argument("number")
+@click.option("--clid", "clid_number", required=True, help="The booth / extension / card.")
+@click.pass_context
+def quote_command(ctx, number: str, clid_number: str) -> None:
+    """The rate each level pays for NUMBER from this clid, and the price of 1, 60, 300 s."""
+    from sqlalchemy import select
+
+    from ops.errors import InvalidInput
+    from rating.quote import quote
+    from schema import Clid
+
+    settings = settings_of(ctx)
+    with _db(ctx)() as session:
+        clid = session.scalar(select(Clid).where(Clid.clid == clid_number))
+        if clid is None:
+            raise InvalidInput(f"no clid {clid_number!r}")
+        result = quote(_book(ctx), clid, number, settings.strip_prefixes)
+    decimals = settings.display_decimals
+    click.echo(
+        f"{result.number} (rated as {result.rated_number or 'empty'}) from clid "
+        f"{clid.clid} of group {clid.group.name} / reseller {clid.group.reseller.name}"
+    )
+    for line in result.lines:
+        click.echo(line.describe(decimals, settings.currency))

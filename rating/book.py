@@ -66,7 +66,8 @@ class RedisRateBook:
         pipe.execute()
         return count
 
-    def _replace_tag(self, reseller_id: int, scopes_: dict[str, dict[str, str]]) -> None:
+    def _stage(self, scopes_: dict[str, dict[str, str]]) -> None:
+        """Write each scope's new fields under its staging key (not yet visible)."""
         pipe = self.client.pipeline(transaction=False)
         for key, fields in scopes_.items():
             staging = self.keys.staging(key)
@@ -78,6 +79,8 @@ class RedisRateBook:
                     pipe.execute()
         pipe.execute()
 
+    def _replace_tag(self, reseller_id: int, scopes_: dict[str, dict[str, str]]) -> None:
+        self._stage(scopes_)
         index = self.keys.rate_index(reseller_id)
         stale = {k.decode() for k in self.client.smembers(index)} - set(scopes_)
         swap = self.client.pipeline(transaction=True)  # MULTI/EXEC: one atomic step per tag
@@ -89,6 +92,30 @@ class RedisRateBook:
         if scopes_:
             swap.sadd(index, *scopes_)
         swap.execute()
+
+    def replace_scope(
+        self, table: str, reseller_id: int, group_id: int, rows: Iterable[BookRow]
+    ) -> int:
+        """Swap in the new content of one scope (after an import or a delete)."""
+        key = self.keys.rate_scope(table, reseller_id, group_id)
+        fields = {}
+        for row in rows:
+            if (row.table, row.reseller_id, row.group_id) != (table, reseller_id, group_id):
+                raise ValueError(
+                    f"row {row.rate.id} is not in scope {table} {reseller_id}/{group_id}"
+                )
+            fields[row.field] = encode_rate(row.rate)
+        self._stage({key: fields} if fields else {})
+        swap = self.client.pipeline(transaction=True)
+        if fields:
+            swap.rename(self.keys.staging(key), key)
+            swap.sadd(self.keys.rate_index(reseller_id), key)
+            swap.sadd(self.keys.rate_tags(), reseller_id)
+        else:
+            swap.delete(key)
+            swap.srem(self.keys.rate_index(reseller_id), key)
+        swap.execute()
+        return len(fields)
 
     def upsert(self, row: BookRow, previous: BookRow | None = None) -> None:
         """Add or change one row; `previous` is its old version when its key changed."""

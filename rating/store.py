@@ -1,0 +1,255 @@
+"""Rate rows in MySQL: import (all-or-nothing), export, delete-matching, and the sync of the
+rate books into Redis (whole book, or the scopes a change touched)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import delete, insert, select, tuple_, update
+from sqlalchemy.orm import Session
+
+from ops.errors import InvalidInput
+from rating.book import RedisRateBook
+from rating.money import from_micros, to_micros
+from rating.price import Rate
+from rating.select import DEFAULT, TABLES, BookRow
+from schema import AccountGroup, CallshopRate, CustomerRate, Reseller, ResellerRate
+
+MODELS = {"customer": CustomerRate, "callshop": CallshopRate, "reseller": ResellerRate}
+INSERT_BATCH = 5_000
+MAX_ERRORS_SHOWN = 50
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where imported rows go: a table and one scope."""
+
+    table: str
+    reseller_id: int = 0
+    group_id: int = 0
+
+
+@dataclass
+class ImportReport:
+    inserted: int = 0
+    updated: int = 0
+
+
+def check_target(session: Session, target: Target) -> None:
+    if target.table not in TABLES:
+        raise InvalidInput(f"table {target.table!r} is not one of {', '.join(TABLES)}")
+    if target.table == "reseller" and target.group_id:
+        raise InvalidInput("reseller rates have no group scope: leave the group at 0")
+    if target.reseller_id and session.get(Reseller, target.reseller_id) is None:
+        raise InvalidInput(f"reseller {target.reseller_id} does not exist")
+    if target.group_id:
+        group = session.get(AccountGroup, target.group_id)
+        if group is None:
+            raise InvalidInput(f"group {target.group_id} does not exist")
+        if group.reseller_id != target.reseller_id:
+            raise InvalidInput(
+                f"group {target.group_id} belongs to reseller "
+                f"{group.reseller_id}, not {target.reseller_id}"
+            )
+
+
+def validate_row(cells: dict[str, str]) -> dict:
+    """One file row -> column values, or InvalidInput naming the field."""
+    prefix = cells.get("dialprefix", "").strip()
+    if not (prefix == DEFAULT or (prefix.isdigit() and len(prefix) <= 32)):
+        raise InvalidInput(f"dialprefix {prefix!r} is not digits (at most 32) or 'default'")
+
+    def whole(field: str, default: int, low: int) -> int:
+        text = cells.get(field, "").strip()
+        if not text:
+            return default
+        try:
+            value = int(text)
+        except ValueError:
+            raise InvalidInput(f"{field} {text!r} is not a whole number") from None
+        if not low <= value <= 31 * 86400:
+            raise InvalidInput(f"{field} {value} is out of range ({low}..{31 * 86400})")
+        return value
+
+    def money(field: str, required: bool) -> Decimal:
+        text = cells.get(field, "").strip()
+        if not text and not required:
+            return Decimal(0)
+        if not text:
+            raise InvalidInput(f"{field} is empty")
+        return from_micros(to_micros(text, field))
+
+    destination = cells.get("destination", "").strip()
+    if len(destination) > 100:
+        raise InvalidInput("destination is longer than 100 characters")
+    return {
+        "dialprefix": prefix,
+        "numlen": whole("numlen", 0, 0),
+        "destination": destination,
+        "connectcharge": money("connectcharge", False),
+        "initblock": whole("initblock", 0, 0),
+        "rateinitial": money("rateinitial", True),
+        "billingblock": whole("billingblock", 60, 1),
+    }
+
+
+def import_rates(
+    session: Session,
+    target: Target,
+    rows: Iterable[tuple[int, dict[str, str]]],
+    replace: bool = False,
+) -> ImportReport:
+    """Insert (or with `replace`, update) every row, or none: any bad row raises InvalidInput
+    listing each bad row with its number and reason, and nothing is written.
+
+    The caller owns the transaction; Redis is synced by `sync_scope` after the commit."""
+    check_target(session, target)
+    model = MODELS[target.table]
+    values: list[dict] = []
+    errors: list[str] = []
+    first_row: dict[tuple[str, int], int] = {}
+    for number, cells in rows:
+        try:
+            row = validate_row(cells)
+        except InvalidInput as exc:
+            errors.append(f"row {number}: {exc}")
+            continue
+        key = (row["dialprefix"], row["numlen"])
+        if key in first_row:
+            errors.append(
+                f"row {number}: duplicate of row {first_row[key]} "
+                f"(dialprefix {key[0]}, numlen {key[1]})"
+            )
+            continue
+        first_row[key] = number
+        values.append(row)
+    existing = _existing_ids(session, model, target, list(first_row))
+    if existing and not replace:
+        for key, rate_id in sorted(existing.items(), key=lambda kv: first_row[kv[0]]):
+            errors.append(
+                f"row {first_row[key]}: rate {key[0]}/{key[1]} already exists "
+                f"(id {rate_id}); use replace to update it"
+            )
+    if errors:
+        shown = errors[:MAX_ERRORS_SHOWN]
+        more = len(errors) - len(shown)
+        raise InvalidInput(
+            f"{len(errors)} bad row(s), nothing imported: "
+            + "; ".join(shown)
+            + (f"; and {more} more" if more else "")
+        )
+    if not values:
+        raise InvalidInput("the file has no rate rows, nothing imported")
+
+    scope = {"reseller_id": target.reseller_id}
+    if target.table != "reseller":
+        scope["group_id"] = target.group_id
+    new = [v | scope for v in values if (v["dialprefix"], v["numlen"]) not in existing]
+    for start in range(0, len(new), INSERT_BATCH):
+        session.execute(insert(model), new[start : start + INSERT_BATCH])
+    changed = [
+        v | {"id": existing[(v["dialprefix"], v["numlen"])]}
+        for v in values
+        if (v["dialprefix"], v["numlen"]) in existing
+    ]
+    if changed:
+        session.execute(update(model), changed)
+    return ImportReport(inserted=len(new), updated=len(changed))
+
+
+def _scope_filter(model, target: Target):
+    clauses = [model.reseller_id == target.reseller_id]
+    if target.table != "reseller":
+        clauses.append(model.group_id == target.group_id)
+    return clauses
+
+
+def _existing_ids(
+    session: Session, model, target: Target, keys: list[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
+    found: dict[tuple[str, int], int] = {}
+    for start in range(0, len(keys), 1000):
+        chunk = keys[start : start + 1000]
+        query = select(model.dialprefix, model.numlen, model.id).where(
+            *_scope_filter(model, target),
+            tuple_(model.dialprefix, model.numlen).in_(chunk),
+        )
+        found.update({(p, n): i for p, n, i in session.execute(query)})
+    return found
+
+
+def book_rows(
+    session: Session,
+    table: str | None = None,
+    reseller_id: int | None = None,
+    group_id: int | None = None,
+) -> Iterator[BookRow]:
+    """Rate rows as the engines see them (micro-units), streamed."""
+    for name in [table] if table else TABLES:
+        model = MODELS[name]
+        query = select(model).order_by(model.id).execution_options(yield_per=10_000)
+        if reseller_id is not None:
+            query = query.where(model.reseller_id == reseller_id)
+        if group_id is not None and name != "reseller":
+            query = query.where(model.group_id == group_id)
+        for r in session.scalars(query):
+            yield to_book_row(name, r)
+
+
+def to_book_row(table: str, r) -> BookRow:
+    rate = Rate(
+        r.id,
+        to_micros(r.connectcharge),
+        r.initblock,
+        to_micros(r.rateinitial),
+        r.billingblock,
+        r.destination,
+    )
+    return BookRow(table, r.dialprefix, r.numlen, r.reseller_id, getattr(r, "group_id", 0), rate)
+
+
+def sync_all(session: Session, book: RedisRateBook) -> int:
+    """Replace the whole Redis book by what MySQL holds. Returns the number of rows."""
+    return book.replace(book_rows(session))
+
+
+def sync_scope(session: Session, book: RedisRateBook, target: Target) -> int:
+    """Replace one scope's hash in Redis by what MySQL holds for it."""
+    rows = book_rows(session, target.table, target.reseller_id, target.group_id)
+    return book.replace_scope(target.table, target.reseller_id, target.group_id, rows)
+
+
+def delete_matching(
+    session: Session,
+    table: str,
+    reseller_id: int | None = None,
+    group_id: int | None = None,
+    prefix: str | None = None,
+    confirm_all: bool = False,
+) -> tuple[int, set[Target]]:
+    """Delete the rows matching every given filter. An empty filter needs `confirm_all`.
+    Returns the count and the scopes touched (to sync)."""
+    if table not in TABLES:
+        raise InvalidInput(f"table {table!r} is not one of {', '.join(TABLES)}")
+    if reseller_id is None and group_id is None and not prefix and not confirm_all:
+        raise InvalidInput("no filter given: this would delete the whole table; confirm with --all")
+    model = MODELS[table]
+    clauses = []
+    if reseller_id is not None:
+        clauses.append(model.reseller_id == reseller_id)
+    if group_id is not None and table != "reseller":
+        clauses.append(model.group_id == group_id)
+    if prefix:
+        if not (prefix.isdigit() or prefix == DEFAULT):
+            raise InvalidInput(f"prefix {prefix!r} is not digits or 'default'")
+        clauses.append(model.dialprefix.startswith(prefix, autoescape=True))
+    group_col = model.group_id if table != "reseller" else None
+    scope_cols = [model.reseller_id] + ([group_col] if group_col is not None else [])
+    touched = {
+        Target(table, r[0], r[1] if len(r) > 1 else 0)
+        for r in session.execute(select(*scope_cols).where(*clauses).distinct())
+    }
+    result = session.execute(delete(model).where(*clauses))
+    return result.rowcount, touched
