@@ -33,6 +33,16 @@ rates = st.builds(
     per_minute=money_micros,
     block=st.sampled_from([1, 6, 30, 60]) | st.integers(1, 3600),
 )
+# Prices that always fit in 2**53 micro-units: up to 10,000 a minute, multiples up to 4.
+everyday_rates = st.builds(
+    Rate,
+    id=st.integers(1, 10**6),
+    connect=st.integers(0, 10**10),
+    initblock=st.integers(0, 3600),
+    per_minute=st.integers(0, 10**10),
+    block=st.sampled_from([1, 6, 30, 60]) | st.integers(1, 3600),
+)
+everyday_multiples = st.integers(0, 40_000)
 multiples = st.sampled_from([0, 1, 5000, 10000, 12500, 15000, 3333]) | st.integers(0, 99_999_999)
 billsecs = st.integers(-5, 7200) | st.integers(0, 31 * 86400)
 
