@@ -38,6 +38,11 @@ def to_micros(raw: str | Decimal | int, what: str = "amount") -> int:
     return micros
 
 
+def stored_micros(value: Decimal) -> int:
+    """A DECIMAL(18,6) column value as micro-units (exact: the column has 6 decimals)."""
+    return int(value.scaleb(6))
+
+
 def from_micros(micros: int) -> Decimal:
     return (Decimal(micros) / MICROS).quantize(Decimal("0.000001"))
 

@@ -7,15 +7,16 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import delete, insert, select, tuple_, update
+from sqlalchemy import delete, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from ops.errors import InvalidInput
 from rating.book import RedisRateBook
-from rating.money import from_micros, to_micros
+from rating.money import from_micros, stored_micros, to_micros
 from rating.price import Rate
 from rating.select import DEFAULT, TABLES, BookRow
 from schema import AccountGroup, CallshopRate, CustomerRate, Reseller, ResellerRate
+from schema.base import utcnow
 
 MODELS = {"customer": CustomerRate, "callshop": CallshopRate, "reseller": ResellerRate}
 INSERT_BATCH = 5_000
@@ -146,9 +147,14 @@ def import_rates(
     scope = {"reseller_id": target.reseller_id}
     if target.table != "reseller":
         scope["group_id"] = target.group_id
-    new = [v | scope for v in values if (v["dialprefix"], v["numlen"]) not in existing]
-    for start in range(0, len(new), INSERT_BATCH):
-        session.execute(insert(model), new[start : start + INSERT_BATCH])
+    now = utcnow()
+    new = [
+        v | scope | {"created_at": now}
+        for v in values
+        if (v["dialprefix"], v["numlen"]) not in existing
+    ]
+    for start in range(0, len(new), INSERT_BATCH):  # Core executemany: no ORM per-row cost
+        session.execute(insert(model.__table__), new[start : start + INSERT_BATCH])
     changed = [
         v | {"id": existing[(v["dialprefix"], v["numlen"])]}
         for v in values
@@ -169,15 +175,14 @@ def _scope_filter(model, target: Target):
 def _existing_ids(
     session: Session, model, target: Target, keys: list[tuple[str, int]]
 ) -> dict[tuple[str, int], int]:
-    found: dict[tuple[str, int], int] = {}
-    for start in range(0, len(keys), 1000):
-        chunk = keys[start : start + 1000]
-        query = select(model.dialprefix, model.numlen, model.id).where(
-            *_scope_filter(model, target),
-            tuple_(model.dialprefix, model.numlen).in_(chunk),
-        )
-        found.update({(p, n): i for p, n, i in session.execute(query)})
-    return found
+    """Ids of the rows of the target scope whose key is in `keys` (one streamed query)."""
+    wanted = set(keys)
+    query = (
+        select(model.dialprefix, model.numlen, model.id)
+        .where(*_scope_filter(model, target))
+        .execution_options(yield_per=50_000)
+    )
+    return {(p, n): i for p, n, i in session.execute(query) if (p, n) in wanted}
 
 
 def book_rows(
@@ -186,28 +191,35 @@ def book_rows(
     reseller_id: int | None = None,
     group_id: int | None = None,
 ) -> Iterator[BookRow]:
-    """Rate rows as the engines see them (micro-units), streamed."""
+    """Rate rows as the engines see them (micro-units), streamed as plain column tuples."""
     for name in [table] if table else TABLES:
         model = MODELS[name]
-        query = select(model).order_by(model.id).execution_options(yield_per=10_000)
+        group_col = model.group_id if name != "reseller" else literal(0)
+        query = (
+            select(
+                model.id,
+                model.dialprefix,
+                model.numlen,
+                model.connectcharge,
+                model.initblock,
+                model.rateinitial,
+                model.billingblock,
+                model.destination,
+                model.reseller_id,
+                group_col,
+            )
+            .order_by(model.id)
+            .execution_options(yield_per=20_000)
+        )
         if reseller_id is not None:
             query = query.where(model.reseller_id == reseller_id)
         if group_id is not None and name != "reseller":
             query = query.where(model.group_id == group_id)
-        for r in session.scalars(query):
-            yield to_book_row(name, r)
-
-
-def to_book_row(table: str, r) -> BookRow:
-    rate = Rate(
-        r.id,
-        to_micros(r.connectcharge),
-        r.initblock,
-        to_micros(r.rateinitial),
-        r.billingblock,
-        r.destination,
-    )
-    return BookRow(table, r.dialprefix, r.numlen, r.reseller_id, getattr(r, "group_id", 0), rate)
+        for rid, prefix, numlen, connect, init, per_min, block, dest, r, g in session.execute(
+            query
+        ):
+            rate = Rate(rid, stored_micros(connect), init, stored_micros(per_min), block, dest)
+            yield BookRow(name, prefix, numlen, r, g, rate)
 
 
 def sync_all(session: Session, book: RedisRateBook) -> int:
