@@ -33,3 +33,28 @@ class Keys:
     def staging(key: str) -> str:
         """Where a new version of `key` is built before the atomic swap."""
         return f"{key}:staging"
+
+    # -- credit engine (lua/credit.py) -------------------------------------------------
+    def balances(self, reseller_id: int) -> str:
+        """Hash: every level of the tag, field `<c|g|r><id>.<attr>` (README, Redis keys)."""
+        return f"{self.tag(reseller_id)}:balances"
+
+    def calls(self, reseller_id: int) -> str:
+        """Hash: call id -> packed state of each answered, not yet ended call."""
+        return f"{self.tag(reseller_id)}:calls"
+
+    def due(self, reseller_id: int) -> str:
+        """Sorted set: call id scored by its next block boundary (ms since the epoch)."""
+        return f"{self.tag(reseller_id)}:due"
+
+    def ended(self, reseller_id: int) -> str:
+        """Hash: call id -> ended record, kept until settlement has it in MySQL."""
+        return f"{self.tag(reseller_id)}:ended"
+
+    def applied_ops(self, reseller_id: int) -> str:
+        """Hash: credit operation id -> kind|level|used before (applied once)."""
+        return f"{self.tag(reseller_id)}:ops"
+
+    def payers(self) -> str:
+        """Hash: payer key (caller id, peer or accountcode) -> `reseller|group|clid`."""
+        return f"{self.prefix}:payers"

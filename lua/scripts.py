@@ -30,3 +30,9 @@ class Scripts:
     def __init__(self, client: redis.Redis) -> None:
         self.price_calls: Script = client.register_script(source("priceCalls-0"))
         self.lookup_rates: Script = client.register_script(source("lookupRates-n"))
+        self.authorize_call: Script = client.register_script(source("authorizeCall-1"))
+        self.answer_call: Script = client.register_script(source("answerCall-4"))
+        self.extend_call: Script = client.register_script(source("extendCall-4"))
+        self.extend_due: Script = client.register_script(source("extendDue-4"))
+        self.end_call: Script = client.register_script(source("endCall-4"))
+        self.credit_op: Script = client.register_script(source("creditOp-2"))

@@ -1,0 +1,316 @@
+"""The credit engine's Python side: the only code that knows the credit scripts' keys,
+arguments and result codes (lua/*Call-*.lua, extendDue-4.lua, creditOp-2.lua).
+
+Time is an argument everywhere (milliseconds since the epoch), so tests stand exactly on a
+block boundary. Money is integer micro-units.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import redis
+
+from lua.keys import Keys
+from lua.scripts import Scripts
+from rating.price import Rate
+
+NO_RATE = Rate(0, 0, 0, 0, 1)  # a level with no rate pays nothing (and the call is flagged)
+
+
+class Deny(enum.StrEnum):
+    UNKNOWN_PAYER = "UNKNOWN_PAYER"
+    LOCKED = "LOCKED"
+    NO_RATE = "NO_RATE"
+    NO_CREDIT_CLID = "NO_CREDIT_CLID"
+    NO_CREDIT_GROUP = "NO_CREDIT_GROUP"
+    NO_CREDIT_RESELLER = "NO_CREDIT_RESELLER"
+    DEPOSIT_REACHED = "DEPOSIT_REACHED"
+    PRICE_OVERFLOW = "PRICE_OVERFLOW"
+
+
+class Outcome(enum.StrEnum):
+    OK = "OK"
+    HANGUP = "HANGUP"
+    ALREADY = "ALREADY"
+    ENDED = "ENDED"
+
+
+class CreditError(Exception):
+    """A script refused broken input or state (an ERR_* reply, or Redis's own error such as
+    WRONGTYPE); the scripts check everything before their first write, so nothing changed."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code} {detail}".strip())
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Payer:
+    reseller_id: int
+    group_id: int
+    clid_id: int
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """The rate and billsec multiple (1e-4) of each level for one call."""
+
+    customer: Rate
+    callshop: Rate
+    reseller: Rate
+    customer_multiple: int = 10_000
+    callshop_multiple: int = 10_000
+    reseller_multiple: int = 10_000
+
+    def args(self) -> list[int]:
+        out: list[int] = []
+        for rate, multiple in (
+            (self.customer, self.customer_multiple),
+            (self.callshop, self.callshop_multiple),
+            (self.reseller, self.reseller_multiple),
+        ):
+            out += [rate.id, rate.connect, rate.initblock, rate.per_minute, rate.block, multiple]
+        return out
+
+
+@dataclass(frozen=True)
+class Authorization:
+    allowed: bool
+    seconds: int = -1  # what the prepaid levels and the deposit can pay; -1 = no limit
+    reason: Deny | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    """The answer of answer / extend: paid (OK), cut (HANGUP), or nothing to do."""
+
+    outcome: Outcome
+    due_ms: int = -1  # next boundary (OK, ALREADY) or the moment to hang up before (HANGUP)
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Cut:
+    call_id: str
+    hangup_before_ms: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class DueBatch:
+    paid: int
+    next_due_ms: int  # -1: nothing left in the index
+    cut: list[Cut]
+
+
+@dataclass(frozen=True)
+class Ended:
+    outcome: Outcome
+    customer: int
+    callshop: int
+    reseller: int
+
+
+@dataclass(frozen=True)
+class LevelState:
+    limit: int
+    used: int
+    limit_type: str
+    totals: tuple[int, int, int]
+    unbilled: int = 0
+    deposit: int | None = None
+    locked: bool = False
+
+    @property
+    def available(self) -> int:
+        return self.limit - self.used
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _call(script, keys, args, client=None):
+    try:
+        return script(keys=keys, args=args, client=client)
+    except redis.ResponseError as exc:
+        # ERR_* from our scripts; WRONGTYPE etc. from Redis when a key holds the wrong type.
+        code, _, detail = str(exc).partition(" ")
+        raise CreditError(code, detail) from None
+
+
+class CreditEngine:
+    def __init__(self, client: redis.Redis, keys: Keys, scripts: Scripts | None = None) -> None:
+        self.client = client
+        self.keys = keys
+        self.scripts = scripts or Scripts(client)
+
+    def _call_keys(self, reseller_id: int) -> list[str]:
+        k = self.keys
+        return [
+            k.balances(reseller_id),
+            k.calls(reseller_id),
+            k.due(reseller_id),
+            k.ended(reseller_id),
+        ]
+
+    # -- configuration (written by the admin / seed; read by the scripts) ----------------
+    def provision(
+        self,
+        payer: Payer,
+        *,
+        limits: dict[str, tuple[str, int]] | None = None,
+        payer_key: str | None = None,
+        locked: bool = False,
+        deposit: int | None = None,
+    ) -> None:
+        """Create the three levels of a payer if missing, and set their configuration.
+
+        `limits` maps "clid" / "group" / "reseller" to (limit type, credit limit). Balances
+        (used, unbilled, totals) are created at 0 and never overwritten here."""
+        key = self.keys.balances(payer.reseller_id)
+        prefixes = {
+            "clid": f"c{payer.clid_id}",
+            "group": f"g{payer.group_id}",
+            "reseller": f"r{payer.reseller_id}",
+        }
+        pipe = self.client.pipeline(transaction=True)
+        for name, prefix in prefixes.items():
+            limit_type, limit = (limits or {}).get(name, ("none", 0))
+            pipe.hset(key, mapping={f"{prefix}.type": limit_type, f"{prefix}.limit": limit})
+            for attr in ("used", "tot_c", "tot_g", "tot_r"):
+                pipe.hsetnx(key, f"{prefix}.{attr}", 0)
+        pipe.hsetnx(key, f"c{payer.clid_id}.unbilled", 0)
+        pipe.hset(key, f"c{payer.clid_id}.locked", int(locked))
+        if deposit is None:
+            pipe.hdel(key, f"c{payer.clid_id}.deposit")
+        else:
+            pipe.hset(key, f"c{payer.clid_id}.deposit", deposit)
+        if payer_key is not None:
+            pipe.hset(
+                self.keys.payers(),
+                payer_key,
+                f"{payer.reseller_id}|{payer.group_id}|{payer.clid_id}",
+            )
+        pipe.execute()
+
+    def find_payer(self, payer_key: str) -> Payer | None:
+        value = self.client.hget(self.keys.payers(), payer_key)
+        if value is None:
+            return None
+        r, g, c = (int(x) for x in _text(value).split("|"))
+        return Payer(r, g, c)
+
+    # -- the call's life ---------------------------------------------------------------
+    def authorize(self, payer: Payer, pricing: Pricing) -> Authorization:
+        reply = _call(
+            self.scripts.authorize_call,
+            [self.keys.balances(payer.reseller_id)],
+            [payer.reseller_id, payer.clid_id, payer.group_id, *pricing.args()],
+        )
+        if _text(reply[0]) == "ALLOW":
+            return Authorization(True, int(reply[1]))
+        return Authorization(False, reason=Deny(_text(reply[1])))
+
+    def answer(self, call_id: str, payer: Payer, pricing: Pricing, answer_ms: int) -> Step:
+        reply = _call(
+            self.scripts.answer_call,
+            self._call_keys(payer.reseller_id),
+            [payer.reseller_id, call_id, payer.clid_id, payer.group_id, answer_ms, *pricing.args()],
+        )
+        return self._step(reply)
+
+    def extend(self, call_id: str, reseller_id: int, boundary: int) -> Step:
+        reply = _call(
+            self.scripts.extend_call, self._call_keys(reseller_id), [reseller_id, call_id, boundary]
+        )
+        return self._step(reply)
+
+    def extend_due(self, reseller_id: int, until_ms: int, limit: int = 1000) -> DueBatch:
+        reply = _call(
+            self.scripts.extend_due, self._call_keys(reseller_id), [reseller_id, until_ms, limit]
+        )
+        cut = [
+            Cut(_text(reply[i]), int(reply[i + 1]), _text(reply[i + 2]))
+            for i in range(2, len(reply), 3)
+        ]
+        return DueBatch(int(reply[0]), int(reply[1]), cut)
+
+    def end(self, call_id: str, reseller_id: int, end_ms: int, billsec: int) -> Ended:
+        reply = _call(
+            self.scripts.end_call,
+            self._call_keys(reseller_id),
+            [reseller_id, call_id, end_ms, billsec],
+        )
+        return Ended(Outcome(_text(reply[0])), int(reply[1]), int(reply[2]), int(reply[3]))
+
+    @staticmethod
+    def _step(reply: Sequence) -> Step:
+        outcome = Outcome(_text(reply[0]))
+        reason = _text(reply[2]) if len(reply) > 2 else ""
+        return Step(outcome, int(reply[1]), reason)
+
+    @staticmethod
+    def boundary_of(step: Step, answer_ms: int) -> int:
+        """The billsec a due time stands for (due = answer + boundary x 1000)."""
+        return (step.due_ms - answer_ms) // 1000
+
+    # -- credit operations -------------------------------------------------------------
+    def credit_op(
+        self,
+        reseller_id: int,
+        op_id: str,
+        kind: str,
+        level: str,
+        level_id: int,
+        value: int | str = "",
+    ) -> tuple[Outcome, int]:
+        """Apply one credit operation once; level is "clid", "group" or "reseller"."""
+        prefix = {"clid": "c", "group": "g", "reseller": "r"}[level] + str(level_id)
+        reply = _call(
+            self.scripts.credit_op,
+            [self.keys.balances(reseller_id), self.keys.applied_ops(reseller_id)],
+            [op_id, kind, prefix, value],
+        )
+        return Outcome(_text(reply[0])), int(reply[1])
+
+    # -- reading -----------------------------------------------------------------------
+    def level(self, reseller_id: int, level: str, level_id: int) -> LevelState:
+        prefix = {"clid": "c", "group": "g", "reseller": "r"}[level] + str(level_id)
+        attrs = (
+            "limit",
+            "used",
+            "type",
+            "tot_c",
+            "tot_g",
+            "tot_r",
+            "unbilled",
+            "deposit",
+            "locked",
+        )
+        values = self.client.hmget(
+            self.keys.balances(reseller_id), [f"{prefix}.{a}" for a in attrs]
+        )
+        if values[2] is None:
+            raise CreditError("ERR_UNKNOWN_LEVEL", prefix)
+        v = [None if x is None else _text(x) for x in values]
+        return LevelState(
+            int(v[0] or 0),
+            int(v[1] or 0),
+            v[2],
+            (int(v[3] or 0), int(v[4] or 0), int(v[5] or 0)),
+            int(v[6] or 0),
+            None if v[7] is None else int(v[7]),
+            v[8] == "1",
+        )
+
+    def running_cost(self, reseller_id: int, call_id: str) -> tuple[int, int, int] | None:
+        """What the call has paid so far at clid, group and reseller level."""
+        value = self.client.hget(self.keys.calls(reseller_id), call_id)
+        if value is None:
+            return None
+        v = _text(value).split(",")
+        return int(v[4 + 6]), int(v[4 + 8 + 6]), int(v[4 + 16 + 6])

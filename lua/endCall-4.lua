@@ -1,0 +1,57 @@
+--[[
+  end: at hangup, settle the call in Redis: the final price at each level for the real
+  billsec, the difference to what was pre-paid debited or refunded, lifetime totals updated,
+  the call moved to the ended hash for settlement. A second end changes nothing.
+
+  KEYS[1]: balances hash; KEYS[2]: calls hash; KEYS[3]: due sorted set; KEYS[4]: ended hash.
+  ARGV[1]: reseller id; ARGV[2]: call id; ARGV[3]: hangup time (ms since the epoch);
+  ARGV[4]: billsec (whole seconds from answer to hangup, rounded down, as Asterisk's CDR).
+  Returns {"OK", final_c, final_g, final_r} or {"ALREADY", final_c, final_g, final_r}.
+  Ended record (KEYS[4], field = call id): clid, group, answer_ms, end_ms, billsec, final_c,
+  final_g, final_r, rate id c, rate id g, rate id r, status (1 = was cut).
+  Errors: ERR_BAD_ARGS, ERR_BAD_TIME, ERR_UNKNOWN_CALL <id>, ERR_CORRUPT_CALL <id>,
+          ERR_PRICE_OVERFLOW.
+]]
+--- @include "price"
+--- @include "credit"
+
+local reseller, id = tonumber(ARGV[1]), ARGV[2]
+local endMs, billsec = tonumber(ARGV[3]), tonumber(ARGV[4])
+if not (reseller and endMs and billsec) or billsec ~= math.floor(billsec) then
+  return redis.error_reply("ERR_BAD_ARGS end")
+end
+local done = redis.call("HGET", KEYS[4], id)
+if done then
+  local v = {}
+  for item in string.gmatch(done, "([^,]+)") do v[#v + 1] = tonumber(item) end
+  return {"ALREADY", v[6], v[7], v[8]}
+end
+local text = redis.call("HGET", KEYS[2], id)
+if not text then return redis.error_reply("ERR_UNKNOWN_CALL " .. id) end
+local call = unpackCall(text)
+if call == nil then return redis.error_reply("ERR_CORRUPT_CALL " .. id) end
+-- Billsec counts whole seconds from answer to hangup: it cannot be negative, nor exceed the
+-- time between them (one second of slack for clocks that round differently), nor 31 days.
+if billsec < 0 or billsec > 2678400 or endMs < call.answer
+    or billsec * 1000 > endMs - call.answer + 1000 then
+  return redis.error_reply("ERR_BAD_TIME billsec " .. billsec .. " for " .. id)
+end
+local bal = newBalances(KEYS[1])
+local ids = levelIds(call, reseller)
+local finals = {}
+for i = 1, 3 do
+  finals[i] = levelPrice(call.lv[i], billsec)
+  if finals[i] == nil then return redis.error_reply("ERR_PRICE_OVERFLOW " .. id) end
+end
+for i = 1, 3 do
+  bal:add(ids[i] .. ".used", finals[i] - call.lv[i].paid)
+  bal:add(ids[i] .. ".tot_c", finals[1])
+  bal:add(ids[i] .. ".tot_g", finals[2])
+  bal:add(ids[i] .. ".tot_r", finals[3])
+end
+bal:add(ids[1] .. ".unbilled", finals[1] - call.lv[1].paid)
+bal:flush()
+redis.call("HDEL", KEYS[2], id)
+redis.call("ZREM", KEYS[3], id)
+redis.call("HSET", KEYS[4], id, endedRecord(call, endMs, billsec, finals))
+return {"OK", finals[1], finals[2], finals[3]}

@@ -1,0 +1,67 @@
+--[[
+  extend, batch form: pay the boundaries of every call of this hash tag that is due before
+  `until`, in one script run (balances read once and written once).
+
+  KEYS[1]: balances hash; KEYS[2]: calls hash; KEYS[3]: due sorted set; KEYS[4]: ended hash.
+  ARGV[1]: reseller id; ARGV[2]: until (ms since the epoch: now + the hang-up guard time);
+  ARGV[3]: at most this many boundaries in this run.
+  Every boundary of a due call that falls before `until` is paid, in order (so a listener
+  that lagged catches up in one run).
+  Returns {paid, next_due_ms, id1, boundary_ms1, reason1, id2, ...}: how many boundaries
+          were paid, the earliest due time left in the index (-1: none), then every call cut
+          in this run (its unpaid boundary was not paid; hang it up before boundary_ms).
+  A call in the index with no or corrupt state is removed from the index and reported with
+  reason UNKNOWN_CALL or CORRUPT_CALL.
+]]
+--- @include "price"
+--- @include "credit"
+
+local reseller, untilMs, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if not (reseller and untilMs and limit) or limit < 1 then
+  return redis.error_reply("ERR_BAD_ARGS extendDue")
+end
+local ids = redis.call("ZRANGEBYSCORE", KEYS[3], "-inf", untilMs, "LIMIT", 0, limit)
+local bal = newBalances(KEYS[1])
+local out = {0, -1}
+local states, dues, gone = {}, {}, {}
+for _, id in ipairs(ids) do
+  local text = redis.call("HGET", KEYS[2], id)
+  local call = text and unpackCall(text)
+  if not call or call.status == 1 then
+    gone[#gone + 1] = id
+    if not call then
+      out[#out + 1] = id; out[#out + 1] = 0
+      out[#out + 1] = text and "CORRUPT_CALL" or "UNKNOWN_CALL"
+    end
+  else
+    -- Pay every boundary of this call that falls before `until` (catching up after a lag).
+    local due = dueTime(call)
+    while due and due <= untilMs and out[1] < limit do
+      local boundary = callCovered(call) + 1
+      local refused = payBoundary(bal, call, boundary, reseller)
+      if refused then
+        call.status = 1
+        out[#out + 1] = id; out[#out + 1] = call.answer + boundary * 1000
+        out[#out + 1] = refused
+        due = nil
+      else
+        out[1] = out[1] + 1
+        due = dueTime(call)
+      end
+    end
+    if due then
+      dues[#dues + 1] = due; dues[#dues + 1] = id
+    else
+      gone[#gone + 1] = id
+    end
+    states[#states + 1] = id
+    states[#states + 1] = packCall(call)
+  end
+end
+bal:flush()
+if #states > 0 then redis.call("HSET", KEYS[2], unpack(states)) end
+if #dues > 0 then redis.call("ZADD", KEYS[3], unpack(dues)) end
+if #gone > 0 then redis.call("ZREM", KEYS[3], unpack(gone)) end
+local first = redis.call("ZRANGE", KEYS[3], 0, 0, "WITHSCORES")
+if first[2] then out[2] = tonumber(first[2]) end
+return out
