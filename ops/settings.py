@@ -106,7 +106,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         strip_prefixes=_digit_list(env, "ASTERBILL_STRIP_PREFIXES"),
         unknown_payer=_choice(env, "ASTERBILL_UNKNOWN_PAYER", "record", UNKNOWN_PAYER_POLICIES),
         no_rate=_choice(env, "ASTERBILL_NO_RATE", "hangup-prepaid", NO_RATE_POLICIES),
-        guard_ms=_int(env, "ASTERBILL_GUARD_MS", 500, 0, 10_000),
+        guard_ms=_int(env, "ASTERBILL_GUARD_MS", 500, 1, 10_000),  # 0 would hang up too late
         callback_legs=_choice(env, "ASTERBILL_CALLBACK_LEGS", "a", CALLBACK_LEG_POLICIES),
         short_call_seconds=_int(env, "ASTERBILL_SHORT_CALL_SECONDS", 0, 0, 3600),
         currency=_currency(env),

@@ -42,6 +42,7 @@ def test_strip_prefixes_are_checked_and_longest_first():
         ("ASTERBILL_CALLBACK_LEGS", "c", "not one of: a, b, both"),
         ("ASTERBILL_GUARD_MS", "fast", "not a whole number"),
         ("ASTERBILL_GUARD_MS", "-1", "out of range"),
+        ("ASTERBILL_GUARD_MS", "0", "out of range"),
         ("AMI_PORT", "70000", "out of range"),
         ("ASTERBILL_DISPLAY_DECIMALS", "7", "out of range"),
         ("ASTERBILL_CURRENCY", "dollars", "not a 3-letter ISO 4217 code"),
