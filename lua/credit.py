@@ -312,5 +312,5 @@ class CreditEngine:
         value = self.client.hget(self.keys.calls(reseller_id), call_id)
         if value is None:
             return None
-        v = _text(value).split(",")
-        return int(v[4 + 6]), int(v[4 + 8 + 6]), int(v[4 + 16 + 6])
+        v = _text(value).split(";")[0].split(",")
+        return int(v[4]), int(v[6]), int(v[8])

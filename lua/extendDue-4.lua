@@ -24,8 +24,9 @@ local ids = redis.call("ZRANGEBYSCORE", KEYS[3], "-inf", untilMs, "LIMIT", 0, li
 local bal = newBalances(KEYS[1])
 local out = {0, -1}
 local states, dues, gone = {}, {}, {}
-for _, id in ipairs(ids) do
-  local text = redis.call("HGET", KEYS[2], id)
+local texts = callSliced("HMGET", KEYS[2], ids)
+for n, id in ipairs(ids) do
+  local text = texts[n]
   local call = text and unpackCall(text)
   if not call or call.status == 1 then
     gone[#gone + 1] = id
@@ -59,9 +60,9 @@ for _, id in ipairs(ids) do
   end
 end
 bal:flush()
-if #states > 0 then redis.call("HSET", KEYS[2], unpack(states)) end
-if #dues > 0 then redis.call("ZADD", KEYS[3], unpack(dues)) end
-if #gone > 0 then redis.call("ZREM", KEYS[3], unpack(gone)) end
+callSliced("HSET", KEYS[2], states)
+callSliced("ZADD", KEYS[3], dues)
+callSliced("ZREM", KEYS[3], gone)
 local first = redis.call("ZRANGE", KEYS[3], 0, 0, "WITHSCORES")
 if first[2] then out[2] = tonumber(first[2]) end
 return out

@@ -298,3 +298,17 @@ class TestBrokenState:
                     1, f"op-{kind}-{value}", kind, level, 10 if level == "group" else 100, value
                 )
         assert engine.client.hlen(engine.keys.applied_ops(1)) == 0
+
+
+def test_a_batch_larger_than_lua_can_unpack_at_once_is_paid_whole(engine):
+    """Thousands of calls and levels in one run (Lua's unpack holds a few thousand values)."""
+    pricing = Pricing(Rate(3, 0, 0, 60_000, 1), BUY, OWNER)
+    pipe_calls = 3_000
+    for i in range(pipe_calls):
+        payer = Payer(1, 10 + i % 50, 1_000 + i)
+        engine.provision(payer)
+        engine.answer(f"c{i}", payer, pricing, T0)
+    batch = engine.extend_due(1, T0 + 2_000, limit=10_000)
+    assert (batch.paid, batch.cut) == (pipe_calls, [])
+    assert engine.running_cost(1, "c2999") == (2_000, 120_000, 60_000)
+    assert engine.level(1, "clid", 3_999).used == 2_000

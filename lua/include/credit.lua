@@ -8,44 +8,85 @@
   cmul / gmul (g: customer / callshop billsec multiple), mul (r: reseller multiple),
   tot_c / tot_g / tot_r (lifetime customer / callshop / reseller prices of ended calls).
 
-  A call (hash `calls`, field = call id) is one comma-separated string:
-    clid, group, answer_ms, status (0 running | 1 cut), then for each level c, g, r:
-    rate id, connect, initblock, rateinitial, billingblock, multiple, paid, covered
-  where paid is what the level has paid so far and covered the last billsec it paid for.
+  A call (hash `calls`, field = call id) is one text, two parts around ";":
+    clid, group, answer_ms, status (0 running | 1 cut),
+    paid_c, covered_c, paid_g, covered_g, paid_r, covered_r ; then for each level c, g, r:
+    rate id, connect, initblock, rateinitial, billingblock, multiple
+  paid is what the level has paid so far, covered the last billsec it paid for. The part
+  after ";" never changes, so a batch parses each distinct one once.
   The call may run until billsec reaches min(covered) + 1: that moment is its due time.
 ]]
 local INF = 1e15           -- "covered forever" (no further block ever costs more)
-local LEVELS = {"c", "g", "r"}
-local PER_LEVEL = 8
+
+-- redis.call(cmd, key, items...) in slices: Lua's unpack stops at a few thousand values.
+local UNPACK_SLICE = 1000  -- even, so field/value pairs stay together
+local function callSliced(cmd, key, items)
+  local out = {}
+  for first = 1, #items, UNPACK_SLICE do
+    local last = math.min(first + UNPACK_SLICE - 1, #items)
+    local reply = redis.call(cmd, key, unpack(items, first, last))
+    if type(reply) == "table" then
+      for i = 1, #reply do out[#out + 1] = reply[i] end
+    end
+  end
+  return out
+end
+
+local NUM = "(%d+)"
+local DYNAMIC = "^" .. string.rep(NUM .. ",", 9) .. NUM .. ";(.+)$"
+local STATIC = "^" .. string.rep(NUM .. ",", 17) .. NUM .. "$"
+local DYNAMIC_FORMAT = string.rep("%.0f,", 9) .. "%.0f;"
+local STATIC_FORMAT = string.rep("%.0f,", 17) .. "%.0f"
+local STATIC_CACHE = {}
+
+local function staticParams(static)
+  local params = STATIC_CACHE[static]
+  if params == nil then
+    local v = {string.match(static, STATIC)}
+    if #v ~= 18 then return nil end
+    params = {}
+    for i = 1, 3 do
+      local o = (i - 1) * 6
+      params[i] = {tonumber(v[o + 1]), tonumber(v[o + 2]), tonumber(v[o + 3]),
+                   tonumber(v[o + 4]), tonumber(v[o + 5]), tonumber(v[o + 6])}
+      if params[i][5] < 1 then return nil end
+    end
+    STATIC_CACHE[static] = params
+  end
+  return params
+end
 
 local function unpackCall(text)
-  local v = {}
-  for item in string.gmatch(text, "([^,]+)") do
-    local n = tonumber(item)
-    if n == nil then return nil end
-    v[#v + 1] = n
-  end
-  if #v ~= 4 + 3 * PER_LEVEL then return nil end
-  local call = {clid = v[1], group = v[2], answer = v[3], status = v[4], lv = {}}
-  if call.status ~= 0 and call.status ~= 1 then return nil end
+  local clid, group, answer, status, p1, c1, p2, c2, p3, c3, static =
+    string.match(text, DYNAMIC)
+  if clid == nil then return nil end
+  local params = staticParams(static)
+  if params == nil or (status ~= "0" and status ~= "1") then return nil end
+  local call = {clid = tonumber(clid), group = tonumber(group), answer = tonumber(answer),
+                status = tonumber(status), static = static, lv = {}}
+  local paid = {tonumber(p1), tonumber(p2), tonumber(p3)}
+  local covered = {tonumber(c1), tonumber(c2), tonumber(c3)}
   for i = 1, 3 do
-    local o = 4 + (i - 1) * PER_LEVEL
-    call.lv[i] = {rate = v[o + 1], connect = v[o + 2], init = v[o + 3], permin = v[o + 4],
-                  block = v[o + 5], mult = v[o + 6], paid = v[o + 7], covered = v[o + 8]}
+    local p = params[i]
+    call.lv[i] = {rate = p[1], connect = p[2], init = p[3], permin = p[4], block = p[5],
+                  mult = p[6], paid = paid[i], covered = covered[i]}
   end
   return call
 end
 
+local function staticOf(lv)
+  local a, b, c = lv[1], lv[2], lv[3]
+  return string.format(STATIC_FORMAT,
+    a.rate, a.connect, a.init, a.permin, a.block, a.mult,
+    b.rate, b.connect, b.init, b.permin, b.block, b.mult,
+    c.rate, c.connect, c.init, c.permin, c.block, c.mult)
+end
+
 local function packCall(call)
-  local out = {call.clid, call.group, call.answer, call.status}
-  for i = 1, 3 do
-    local l = call.lv[i]
-    out[#out + 1] = l.rate; out[#out + 1] = l.connect; out[#out + 1] = l.init
-    out[#out + 1] = l.permin; out[#out + 1] = l.block; out[#out + 1] = l.mult
-    out[#out + 1] = l.paid; out[#out + 1] = l.covered
-  end
-  for i = 1, #out do out[i] = string.format("%.0f", out[i]) end
-  return table.concat(out, ",")
+  local a, b, c = call.lv[1], call.lv[2], call.lv[3]
+  if call.static == nil then call.static = staticOf(call.lv) end
+  return string.format(DYNAMIC_FORMAT, call.clid, call.group, call.answer, call.status,
+    a.paid, a.covered, b.paid, b.covered, c.paid, c.covered) .. call.static
 end
 
 local function levelPrice(l, billsec)
@@ -116,12 +157,37 @@ function Balances:flush()
     args[#args + 1] = field
     args[#args + 1] = v
   end
-  if #args > 0 then redis.call("HSET", self.key, unpack(args)) end
+  callSliced("HSET", self.key, args)
   self.dirty = {}
 end
 
+-- Field names are built once per level and script run: string building is what a batch of
+-- thousands of boundaries would otherwise spend its time on.
+local FIELD_CACHE = {}
+local function fieldsOf(level)
+  local f = FIELD_CACHE[level]
+  if f == nil then
+    f = {type = level .. ".type", limit = level .. ".limit", used = level .. ".used",
+         deposit = level .. ".deposit", unbilled = level .. ".unbilled",
+         locked = level .. ".locked", tot_c = level .. ".tot_c", tot_g = level .. ".tot_g",
+         tot_r = level .. ".tot_r"}
+    FIELD_CACHE[level] = f
+  end
+  return f
+end
+
+local ID_CACHE = {c = {}, g = {}, r = {}}
+local function levelName(kind, id)
+  local name = ID_CACHE[kind][id]
+  if name == nil then
+    name = kind .. string.format("%.0f", id)
+    ID_CACHE[kind][id] = name
+  end
+  return name
+end
+
 local function levelIds(call, reseller)
-  return {"c" .. call.clid, "g" .. call.group, "r" .. reseller}
+  return {levelName("c", call.clid), levelName("g", call.group), levelName("r", reseller)}
 end
 
 -- Which level refuses `need` (micro-units per level), or nil when every one can pay.
@@ -130,15 +196,17 @@ local REFUSALS = {"NO_CREDIT_CLID", "NO_CREDIT_GROUP", "NO_CREDIT_RESELLER"}
 
 local function refusal(bal, ids, need)
   for i = 1, 3 do
-    if need[i] > 0 and bal:get(ids[i] .. ".type") == "prepaid" then
-      if bal:num(ids[i] .. ".limit") - bal:num(ids[i] .. ".used") < need[i] then
+    if need[i] > 0 then
+      local f = fieldsOf(ids[i])
+      if bal:get(f.type) == "prepaid" and bal:num(f.limit) - bal:num(f.used) < need[i] then
         return REFUSALS[i]
       end
     end
   end
-  local deposit = bal:get(ids[1] .. ".deposit")
-  if deposit ~= "" and need[1] > 0 then
-    if bal:num(ids[1] .. ".unbilled") + need[1] > tonumber(deposit) then
+  if need[1] > 0 then
+    local f = fieldsOf(ids[1])
+    local deposit = bal:get(f.deposit)
+    if deposit ~= "" and bal:num(f.unbilled) + need[1] > tonumber(deposit) then
       return "DEPOSIT_REACHED"
     end
   end
@@ -165,12 +233,12 @@ local function payBoundary(bal, call, billsec, reseller)
   for i = 1, 3 do
     local l = call.lv[i]
     if l.covered < billsec then
-      bal:add(ids[i] .. ".used", need[i])
+      bal:add(fieldsOf(ids[i]).used, need[i])
       l.paid = newPaid[i]
       l.covered = coveredThrough(l, billsec)
     end
   end
-  bal:add(ids[1] .. ".unbilled", need[1])
+  bal:add(fieldsOf(ids[1]).unbilled, need[1])
   return nil
 end
 
@@ -206,3 +274,4 @@ local function endedRecord(call, endMs, billsec, finals)
   for i = 1, #v do v[i] = string.format("%.0f", v[i]) end
   return table.concat(v, ",")
 end
+
