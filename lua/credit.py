@@ -15,6 +15,7 @@ import redis
 
 from lua.keys import Keys
 from lua.scripts import Scripts
+from rating.book import RedisRateBook
 from rating.price import Rate
 
 NO_RATE = Rate(0, 0, 0, 0, 1)  # a level with no rate pays nothing (and the call is flagged)
@@ -166,11 +167,14 @@ class CreditEngine:
         payer_key: str | None = None,
         locked: bool = False,
         deposit: int | None = None,
+        multiples: tuple[int, int, int] = (10_000, 10_000, 10_000),
     ) -> None:
         """Create the three levels of a payer if missing, and set their configuration.
 
-        `limits` maps "clid" / "group" / "reseller" to (limit type, credit limit). Balances
-        (used, unbilled, totals) are created at 0 and never overwritten here."""
+        `limits` maps "clid" / "group" / "reseller" to (limit type, credit limit);
+        `multiples` are the group's customer and callshop multiples and the reseller's
+        multiple, in 1e-4. Balances (used, unbilled, totals) are created at 0 and never
+        overwritten here."""
         key = self.keys.balances(payer.reseller_id)
         prefixes = {
             "clid": f"c{payer.clid_id}",
@@ -184,6 +188,14 @@ class CreditEngine:
             for attr in ("used", "tot_c", "tot_g", "tot_r"):
                 pipe.hsetnx(key, f"{prefix}.{attr}", 0)
         pipe.hsetnx(key, f"c{payer.clid_id}.unbilled", 0)
+        pipe.hset(
+            key,
+            mapping={
+                f"g{payer.group_id}.cmul": multiples[0],
+                f"g{payer.group_id}.gmul": multiples[1],
+                f"r{payer.reseller_id}.mul": multiples[2],
+            },
+        )
         pipe.hset(key, f"c{payer.clid_id}.locked", int(locked))
         if deposit is None:
             pipe.hdel(key, f"c{payer.clid_id}.deposit")
@@ -203,6 +215,35 @@ class CreditEngine:
             return None
         r, g, c = (int(x) for x in _text(value).split("|"))
         return Payer(r, g, c)
+
+    def pricing(self, payer: Payer, rates: dict[str, Rate | None]) -> Pricing:
+        """The call's pricing: the rates found for it and the payer's billsec multiples."""
+        cmul, gmul, rmul = self.client.hmget(
+            self.keys.balances(payer.reseller_id),
+            [f"g{payer.group_id}.cmul", f"g{payer.group_id}.gmul", f"r{payer.reseller_id}.mul"],
+        )
+        return Pricing(
+            rates["customer"] or NO_RATE,
+            rates["callshop"] or NO_RATE,
+            rates["reseller"] or NO_RATE,
+            int(cmul or 10_000),
+            int(gmul or 10_000),
+            int(rmul or 10_000),
+        )
+
+    def admit(
+        self, payer_key: str, number: str, book: RedisRateBook
+    ) -> tuple[Authorization, Payer | None, Pricing | None]:
+        """At dial: who pays (UNKNOWN_PAYER), which rates apply (NO_RATE when the customer
+        table has none), and may the call start (the authorize script)."""
+        payer = self.find_payer(payer_key)
+        if payer is None:
+            return Authorization(False, reason=Deny.UNKNOWN_PAYER), None, None
+        rates = book.lookup(number, payer.reseller_id, payer.group_id)
+        pricing = self.pricing(payer, rates)
+        if rates["customer"] is None:
+            return Authorization(False, reason=Deny.NO_RATE), payer, pricing
+        return self.authorize(payer, pricing), payer, pricing
 
     # -- the call's life ---------------------------------------------------------------
     def authorize(self, payer: Payer, pricing: Pricing) -> Authorization:

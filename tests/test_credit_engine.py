@@ -312,3 +312,22 @@ def test_a_batch_larger_than_lua_can_unpack_at_once_is_paid_whole(engine):
     assert (batch.paid, batch.cut) == (pipe_calls, [])
     assert engine.running_cost(1, "c2999") == (2_000, 120_000, 60_000)
     assert engine.level(1, "clid", 3_999).used == 2_000
+
+
+def test_admission_finds_the_payer_the_rates_and_the_multiples(engine):
+    from rating.book import RedisRateBook
+    from rating.select import BookRow
+
+    book = RedisRateBook(engine.client, engine.keys)
+    book.replace(
+        [BookRow("customer", "0049", 0, 1, 0, DE), BookRow("callshop", "00", 0, 0, 0, BUY)]
+    )
+    engine.provision(PAYER, payer_key="8001", multiples=(15_000, 10_000, 5_000))
+
+    auth, payer, pricing = engine.admit("8001", "0049301234567", book)
+    assert auth.allowed and payer == PAYER
+    assert (pricing.customer, pricing.callshop, pricing.reseller) == (DE, BUY, NO_RATE)
+    assert (pricing.customer_multiple, pricing.reseller_multiple) == (15_000, 5_000)
+
+    assert engine.admit("9999", "0049301234567", book)[0].reason == Deny.UNKNOWN_PAYER
+    assert engine.admit("8001", "0033123", book)[0].reason == Deny.NO_RATE
