@@ -256,11 +256,21 @@ class CreditEngine:
             return Authorization(True, int(reply[1]))
         return Authorization(False, reason=Deny(_text(reply[1])))
 
-    def answer(self, call_id: str, payer: Payer, pricing: Pricing, answer_ms: int) -> Step:
+    def answer(
+        self, call_id: str, payer: Payer, pricing: Pricing, answer_ms: int, meta: str = ""
+    ) -> Step:
         reply = _call(
             self.scripts.answer_call,
-            self._call_keys(payer.reseller_id),
-            [payer.reseller_id, call_id, payer.clid_id, payer.group_id, answer_ms, *pricing.args()],
+            [*self._call_keys(payer.reseller_id), self.keys.meta(payer.reseller_id)],
+            [
+                payer.reseller_id,
+                call_id,
+                payer.clid_id,
+                payer.group_id,
+                answer_ms,
+                *pricing.args(),
+                meta,
+            ],
         )
         return self._step(reply)
 
@@ -280,11 +290,13 @@ class CreditEngine:
         ]
         return DueBatch(int(reply[0]), int(reply[1]), cut)
 
-    def end(self, call_id: str, reseller_id: int, end_ms: int, billsec: int) -> Ended:
+    def end(
+        self, call_id: str, reseller_id: int, end_ms: int, billsec: int, meta: str = ""
+    ) -> Ended:
         reply = _call(
             self.scripts.end_call,
-            self._call_keys(reseller_id),
-            [reseller_id, call_id, end_ms, billsec],
+            [*self._call_keys(reseller_id), self.keys.meta(reseller_id)],
+            [reseller_id, call_id, end_ms, billsec, meta],
         )
         return Ended(Outcome(_text(reply[0])), int(reply[1]), int(reply[2]), int(reply[3]))
 

@@ -51,6 +51,11 @@ class Keys:
         """Hash: call id -> ended record, kept until settlement has it in MySQL."""
         return f"{self.tag(reseller_id)}:ended"
 
+    def meta(self, reseller_id: int) -> str:
+        """Hash: call id -> the listener's description of the call (numbers, channel,
+        destination, hangup cause), kept until settlement has it in MySQL."""
+        return f"{self.tag(reseller_id)}:meta"
+
     def applied_ops(self, reseller_id: int) -> str:
         """Hash: credit operation id -> kind|level|used before (applied once)."""
         return f"{self.tag(reseller_id)}:ops"

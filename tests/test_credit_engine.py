@@ -331,3 +331,26 @@ def test_admission_finds_the_payer_the_rates_and_the_multiples(engine):
 
     assert engine.admit("9999", "0049301234567", book)[0].reason == Deny.UNKNOWN_PAYER
     assert engine.admit("8001", "0033123", book)[0].reason == Deny.NO_RATE
+
+
+def test_the_ended_call_keeps_what_settlement_needs(engine):
+    engine.provision(PAYER)
+    engine.answer("c1", PAYER, PRICING, T0, meta='{"dst": "0049301234567"}')
+    assert engine.client.hget(engine.keys.meta(1), "c1") == b'{"dst": "0049301234567"}'
+    engine.end("c1", 1, T0 + 61_000, 61, meta='{"dst": "0049301234567", "cause": 16}')
+    record = engine.client.hget(engine.keys.ended(1), "c1").decode().split(",")
+    assert record == [
+        "100",
+        "10",
+        str(T0),
+        str(T0 + 61_000),
+        "61",
+        "800000",
+        "240000",
+        "120000",
+        "5",
+        "6",
+        "7",
+        "0",
+    ]
+    assert b'"cause": 16' in engine.client.hget(engine.keys.meta(1), "c1")

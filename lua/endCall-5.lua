@@ -1,11 +1,14 @@
 --[[
   end: at hangup, settle the call in Redis: the final price at each level for the real
   billsec, the difference to what was pre-paid debited or refunded, lifetime totals updated,
-  the call moved to the ended hash for settlement. A second end changes nothing.
+  the call moved to the ended hash for settlement (with its meta text, settlement
+  has everything it needs for the CDR). A second end changes nothing.
 
-  KEYS[1]: balances hash; KEYS[2]: calls hash; KEYS[3]: due sorted set; KEYS[4]: ended hash.
+  KEYS[1]: balances hash; KEYS[2]: calls hash; KEYS[3]: due sorted set; KEYS[4]: ended hash;
+  KEYS[5]: meta hash (call id -> the listener's description of the call).
   ARGV[1]: reseller id; ARGV[2]: call id; ARGV[3]: hangup time (ms since the epoch);
-  ARGV[4]: billsec (whole seconds from answer to hangup, rounded down, as Asterisk's CDR).
+  ARGV[4]: billsec (whole seconds from answer to hangup, rounded down, as Asterisk's CDR);
+  ARGV[5]: optional meta text replacing the one given at answer (adds the hangup cause).
   Returns {"OK", final_c, final_g, final_r} or {"ALREADY", final_c, final_g, final_r}.
   Ended record (KEYS[4], field = call id): clid, group, answer_ms, end_ms, billsec, final_c,
   final_g, final_r, rate id c, rate id g, rate id r, status (1 = was cut).
@@ -54,4 +57,5 @@ bal:flush()
 redis.call("HDEL", KEYS[2], id)
 redis.call("ZREM", KEYS[3], id)
 redis.call("HSET", KEYS[4], id, endedRecord(call, endMs, billsec, finals))
+if ARGV[5] and ARGV[5] ~= "" then redis.call("HSET", KEYS[5], id, ARGV[5]) end
 return {"OK", finals[1], finals[2], finals[3]}

@@ -1,11 +1,13 @@
 --[[
   answer: record the call and pay its first block at every level (clid, group, reseller).
 
-  KEYS[1]: balances hash; KEYS[2]: calls hash; KEYS[3]: due sorted set; KEYS[4]: ended hash.
+  KEYS[1]: balances hash; KEYS[2]: calls hash; KEYS[3]: due sorted set; KEYS[4]: ended hash;
+  KEYS[5]: meta hash (call id -> the listener's description of the call, opaque here).
   ARGV[1]: reseller id; ARGV[2]: call id; ARGV[3]: clid id; ARGV[4]: group id;
   ARGV[5]: answer time (ms since the epoch);
   ARGV[6..23]: for levels c, g, r: rate id, connect, initblock, rateinitial, billingblock,
-               multiple (as authorizeCall).
+               multiple (as authorizeCall);
+  ARGV[24]: optional meta text (numbers, channel, destination: what settlement needs).
   Returns {"OK", due_ms}: paid; due_ms = when billsec reaches the first unpaid second
           (-1: never), the call is in the due index under that score;
           {"HANGUP", answer_ms, reason}: a prepaid level or the deposit cannot pay the first
@@ -40,10 +42,12 @@ local refused = payBoundary(bal, call, 1, reseller)
 if refused then
   call.status = 1
   redis.call("HSET", KEYS[2], id, packCall(call))
+  if ARGV[24] and ARGV[24] ~= "" then redis.call("HSET", KEYS[5], id, ARGV[24]) end
   return {"HANGUP", call.answer, refused}
 end
 bal:flush()
 redis.call("HSET", KEYS[2], id, packCall(call))
+if ARGV[24] and ARGV[24] ~= "" then redis.call("HSET", KEYS[5], id, ARGV[24]) end
 local due = dueTime(call)
 if due then redis.call("ZADD", KEYS[3], due, id) end
 return {"OK", due or -1}
