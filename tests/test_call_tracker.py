@@ -1,0 +1,97 @@
+"""The call tracker on every real capture: the booth, the number, the answer, the billsec."""
+
+from __future__ import annotations
+
+import pytest
+
+from ami_listener import frames
+from ami_listener.tracker import Answered, CallTracker, Dialed, Ended, peer_of
+from tests.ami_captures import billing_cdrs, capture_files, events
+
+CAPTURE_IDS = [p.name for p in capture_files()]
+
+
+def replay(path, payer_field="callerid"):
+    tracker = CallTracker(payer_field=payer_field)
+    steps = []
+    for received_us, event in events(path):
+        steps += tracker.feed(event, received_us)
+    return tracker, steps
+
+
+@pytest.mark.parametrize("path", capture_files(), ids=CAPTURE_IDS)
+def test_every_billed_call_has_asterisks_billsec(path):
+    tracker, steps = replay(path)
+    ended = {s.call.call_id: s.call for s in steps if isinstance(s, Ended)}
+    cdrs = billing_cdrs(path)
+    for uniqueid, cdr in cdrs.items():
+        if "23-ts-transfer" in path.name:
+            continue  # a redirected call: see test_a_redirected_call_is_billed_once
+        call = ended[uniqueid]
+        assert call.billsec == int(cdr["BillableSeconds"]), (uniqueid, call)
+        assert call.number == cdr["Destination"]
+        assert call.src == cdr["Source"]
+        assert call.disposition == cdr["Disposition"]
+    assert tracker.calls == {} and tracker.up_since == {}  # every dial and channel ended
+
+
+def test_the_captures_hold_answered_calls_to_compare():
+    answered = sum(
+        1
+        for p in capture_files()
+        for c in billing_cdrs(p).values()
+        if c["Disposition"] == "ANSWERED"
+    )
+    assert answered >= 30
+
+
+@pytest.mark.parametrize(
+    ("field", "expected"), [("callerid", "8001"), ("peer", "SIP/8001"), ("accountcode", "shop1")]
+)
+def test_the_payer_is_found_by_the_configured_field(field, expected):
+    path = next(p for p in capture_files() if p.name.startswith("14-"))
+    _, steps = replay(path, payer_field=field)
+    dials = [s.call for s in steps if isinstance(s, Dialed)]
+    assert [d.payer_key for d in dials] == [expected]
+
+
+def test_steps_come_in_order_dial_answer_end():
+    path = next(p for p in capture_files() if p.name.startswith("01-"))
+    _, steps = replay(path)
+    assert [type(s) for s in steps] == [Dialed, Answered, Ended]
+    call = steps[-1].call
+    assert (call.number, call.hangup_cause, call.disposition) == ("00493012345678", 16, "ANSWERED")
+
+
+def test_unanswered_calls_end_with_no_billsec():
+    path = next(p for p in capture_files() if p.name.startswith("03-"))
+    _, steps = replay(path)
+    assert [type(s) for s in steps] == [Dialed, Ended]
+    assert (steps[-1].call.billsec, steps[-1].call.disposition) == (0, "BUSY")
+
+
+def test_the_timestamp_header_is_used_when_present():
+    path = next(p for p in capture_files() if p.name.startswith("18-"))
+    _, steps = replay(path)
+    call = steps[-1].call
+    assert (call.ended_us - call.answered_us) == 5_509_000 or (
+        5_500_000 < call.ended_us - call.answered_us < 5_520_000
+    )
+    assert call.answered_us > 1_700_000_000 * 10**6  # epoch time, not receipt time
+
+
+def test_peer_names_drop_the_channel_sequence():
+    assert peer_of("SIP/8001-00000002") == "SIP/8001"
+    assert peer_of("PJSIP/booth-7-0000001a") == "PJSIP/booth-7"
+    assert peer_of("DAHDI/1") == "DAHDI/1"
+
+
+def test_events_for_unknown_channels_and_odd_frames_are_counted_not_fatal():
+    tracker = CallTracker()
+    assert tracker.feed({"Event": "DialEnd", "Channel": "SIP/x-1", "Uniqueid": "9"}, 1) == []
+    assert tracker.feed({"Event": "Hangup", "Uniqueid": "never-seen"}, 2) == []
+    assert tracker.feed({"Event": "SomethingNew"}, 3) == []
+    assert (tracker.counters.unknown_channel, tracker.counters.ignored) == (1, 1)
+    with pytest.raises(frames.FrameError):
+        frames.parse("this is not ami\r\n\r\n")
+    assert frames.parse("Event: Cdr\r\nUserField: \r\n\r\n")["UserField"] == ""
