@@ -69,10 +69,11 @@ def check(ctx: click.Context) -> None:
 
 def register_commands() -> None:
     from ops.cli_db import create_admin, db
+    from ops.cli_listener import listener, pbx_sim
     from ops.cli_rates import rates
     from ops.cli_run import embedded_redis, run, web
 
-    for command in (db, create_admin, rates, run, web, embedded_redis):
+    for command in (db, create_admin, rates, run, web, embedded_redis, listener, pbx_sim):
         cli.add_command(command)
 
 

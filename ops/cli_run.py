@@ -25,7 +25,8 @@ def run(ctx: click.Context, procfile: Path) -> None:
     """Migrate the database and start every process of the Procfile under honcho.
 
     With no DATABASE_URL an embedded SQLite database is used; with no REDIS_URL an embedded
-    Redis (append-only file under the data directory) is started as one more process.
+    Redis (append-only file under the data directory) is started as one more process; with
+    no AMI_HOST the PBX simulator plays the Asterisk.
     """
     from honcho.environ import parse_procfile
     from honcho.manager import Manager
@@ -55,6 +56,11 @@ def run(ctx: click.Context, procfile: Path) -> None:
     manager = Manager()
     if settings.redis_embedded:
         manager.add_process("redis", "asterbill embedded-redis", env=env)
+    if settings.ami_embedded:
+        # No Asterisk configured: a simulated one places booth calls for the listener.
+        manager.add_process(
+            "pbx", "asterbill pbx-sim --forever --calls 100000 --cps 0.5 --talk 5:90", env=env
+        )
     for name, command in parse_procfile(procfile.read_text()).processes.items():
         manager.add_process(name, command, env=env, cwd=str(PROJECT_ROOT))
     manager.loop()

@@ -75,3 +75,19 @@ def embedded_command(settings: Settings) -> list[str]:
         "--daemonize",
         "no",
     ]
+
+
+def wait_until_up(client: redis.Redis, log, first_delay: float = 0.2, max_delay: float = 5.0):
+    """Ping until Redis answers, backing off; long-running processes start before their
+    servers (honcho starts everything at once) and must not die for it."""
+    import time
+
+    delay = first_delay
+    while True:
+        try:
+            check(client)
+            return
+        except ServiceUnavailable as exc:
+            log.warning("%s; retrying in %.1f s", exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, max_delay)

@@ -36,6 +36,7 @@ class Settings:
     embedded_redis_port: int
     data_dir: Path
     ami_host: str
+    ami_embedded: bool
     ami_port: int
     ami_user: str
     ami_secret: str
@@ -99,6 +100,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         embedded_redis_port=embedded_port,
         data_dir=data_dir,
         ami_host=get("AMI_HOST", "127.0.0.1"),
+        ami_embedded=not get("AMI_HOST", ""),
         ami_port=_int(env, "AMI_PORT", 5038, 1, 65535),
         ami_user=get("AMI_USER", "asterbill"),
         ami_secret=env.get("AMI_SECRET", ""),

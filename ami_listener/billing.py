@@ -1,0 +1,191 @@
+"""Turns the tracker's steps into credit-engine calls, and says which channels to hang up.
+
+At dial: admission (payer, rates, credit) - a locked, unpayable, or (by setting) unknown or
+unrated booth is hung up before answer, at no cost. At answer: the first block at every
+level. Between: the due boundaries, paid by `tick` for every reseller with live calls. At
+hangup: the real billsec. It never computes money: the Lua scripts do, and it obeys them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+
+from ami_listener.tracker import Call
+from lua.credit import CreditEngine, CreditError, Deny, Outcome, Payer, Pricing
+from ops.settings import Settings
+from rating.book import RedisRateBook
+from rating.select import strip_number
+
+log = logging.getLogger("asterbill.listener")
+
+HANG_UP_AT_DIAL = {
+    Deny.LOCKED,
+    Deny.NO_CREDIT_CLID,
+    Deny.NO_CREDIT_GROUP,
+    Deny.NO_CREDIT_RESELLER,
+    Deny.DEPOSIT_REACHED,
+    Deny.PRICE_OVERFLOW,
+}
+
+
+@dataclass(frozen=True)
+class HangupRequest:
+    channel: str
+    call_id: str
+    reason: str
+
+
+@dataclass
+class Billed:
+    payer: Payer
+    pricing: Pricing
+    answered: bool = False
+    flags: list[str] = field(default_factory=list)
+
+
+class Biller:
+    def __init__(self, engine: CreditEngine, book: RedisRateBook, settings: Settings) -> None:
+        self.engine, self.book, self.settings = engine, book, settings
+        self.billed: dict[str, Billed] = {}  # live calls being billed, by call id
+        self.channels: dict[str, str] = {}  # call id -> booth channel (to hang it up)
+        self.resellers: dict[int, int] = {}  # reseller id -> live answered calls
+        self.unbilled: list[Call] = []  # ended calls nobody pays for (settled later)
+
+    def on_dialed(self, call: Call) -> HangupRequest | None:
+        number = strip_number(call.number, self.settings.strip_prefixes)
+        if not number.isdigit():
+            self._flag_unbilled(call, "number is not digits")
+            return None
+        auth, payer, pricing = self.engine.admit(call.payer_key, number, self.book)
+        reason = auth.reason
+        if auth.allowed:
+            self.billed[call.call_id] = Billed(payer, pricing)
+            self.channels[call.call_id] = call.channel
+            return None
+        if reason == Deny.UNKNOWN_PAYER:
+            log.info(
+                "call %s from %r: no clid matches, recorded, not billed",
+                call.call_id,
+                call.payer_key,
+            )
+            if self.settings.unknown_payer == "hangup":
+                return HangupRequest(call.channel, call.call_id, reason)
+            return None
+        if reason == Deny.NO_RATE:
+            prepaid = self._any_prepaid(payer)
+            if self.settings.no_rate == "hangup" or (
+                self.settings.no_rate == "hangup-prepaid" and prepaid
+            ):
+                return HangupRequest(call.channel, call.call_id, reason)
+            # Bill 0 at the customer level and flag the call for review.
+            self.billed[call.call_id] = Billed(payer, pricing, flags=["no_rate"])
+            self.channels[call.call_id] = call.channel
+            return None
+        log.info("call %s from %s refused at dial: %s", call.call_id, call.payer_key, reason)
+        return HangupRequest(call.channel, call.call_id, reason or "DENIED")
+
+    def on_answered(self, call: Call) -> HangupRequest | None:
+        billed = self.billed.get(call.call_id)
+        if billed is None:
+            return None
+        step = self.engine.answer(
+            call.call_id,
+            billed.payer,
+            billed.pricing,
+            call.answered_us // 1000,
+            meta=self._meta(call, billed),
+        )
+        billed.answered = True
+        self.resellers[billed.payer.reseller_id] = (
+            self.resellers.get(billed.payer.reseller_id, 0) + 1
+        )
+        if step.outcome == Outcome.HANGUP:
+            log.warning("call %s cut at answer: %s", call.call_id, step.reason)
+            return HangupRequest(call.channel, call.call_id, step.reason)
+        return None
+
+    def on_ended(self, call: Call) -> None:
+        billed = self.billed.pop(call.call_id, None)
+        self.channels.pop(call.call_id, None)
+        if billed is None or not billed.answered:
+            self.unbilled.append(call)
+            return
+        reseller = billed.payer.reseller_id
+        self.resellers[reseller] -= 1
+        if not self.resellers[reseller]:
+            del self.resellers[reseller]
+        ended = self.engine.end(
+            call.call_id,
+            reseller,
+            call.ended_us // 1000,
+            call.billsec,
+            meta=self._meta(call, billed),
+        )
+        log.info(
+            "call %s ended: billsec %d, prices %d/%d/%d micro",
+            call.call_id,
+            call.billsec,
+            ended.customer,
+            ended.callshop,
+            ended.reseller,
+        )
+
+    def tick(self, now_ms: int) -> tuple[list[HangupRequest], int]:
+        """Pay every boundary due before now + guard; the calls to cut; the next due time."""
+        hangups: list[HangupRequest] = []
+        next_due = -1
+        for reseller in list(self.resellers):
+            try:
+                batch = self.engine.extend_due(reseller, now_ms + self.settings.guard_ms, 5000)
+            except CreditError as exc:
+                log.error("extend for reseller %d failed: %s", reseller, exc)
+                continue
+            for cut in batch.cut:
+                channel = self.channels.get(cut.call_id)
+                log.warning(
+                    "call %s must end before %d: %s", cut.call_id, cut.hangup_before_ms, cut.reason
+                )
+                if channel:
+                    hangups.append(HangupRequest(channel, cut.call_id, cut.reason))
+            if batch.next_due_ms >= 0 and (next_due < 0 or batch.next_due_ms < next_due):
+                next_due = batch.next_due_ms
+        return hangups, next_due
+
+    def _any_prepaid(self, payer: Payer | None) -> bool:
+        if payer is None:
+            return False
+        levels = (
+            ("clid", payer.clid_id),
+            ("group", payer.group_id),
+            ("reseller", payer.reseller_id),
+        )
+        return any(
+            self.engine.level(payer.reseller_id, name, level_id).limit_type == "prepaid"
+            for name, level_id in levels
+        )
+
+    def _flag_unbilled(self, call: Call, why: str) -> None:
+        log.warning("call %s not billed: %s", call.call_id, why)
+
+    @staticmethod
+    def _meta(call: Call, billed: Billed) -> str:
+        return json.dumps(
+            {
+                "uniqueid": call.call_id,
+                "linkedid": call.linkedid,
+                "channel": call.channel,
+                "dstchannel": call.dest_channel,
+                "src": call.src,
+                "dst": call.number,
+                "accountcode": call.accountcode,
+                "dialed_us": call.dialed_us,
+                "disposition": call.disposition,
+                "hangup_cause": call.hangup_cause,
+                "hangup_cause_text": call.hangup_cause_text,
+                "flags": billed.flags,
+                "destination": billed.pricing.customer.destination,
+            },
+            separators=(",", ":"),
+        )

@@ -1,0 +1,145 @@
+"""The listener process: one AMI connection (panoramisk), the call tracker, the biller and
+the boundary scheduler, in one asyncio loop.
+
+panoramisk 1.4 pitfalls handled here: the Manager is built inside the running loop (built
+outside it never connects); event handlers are plain functions that only queue the event
+with its receipt time (async handlers would be fired and forgotten, out of order); one
+consumer handles the queue in order, and an exception in one event is logged with the call's
+ids and never stops the others. Redis work runs in a worker thread so AMI reading never waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+from panoramisk import Manager
+
+from ami_listener.billing import Biller, HangupRequest
+from ami_listener.tracker import Answered, CallTracker, Dialed, Ended
+from ops.settings import Settings
+
+log = logging.getLogger("asterbill.listener")
+MAX_SLEEP_S = 0.5  # wake at least this often to pick up new calls' boundaries
+
+
+@dataclass
+class Stats:
+    events: int = 0
+    errors: int = 0
+    hangups_sent: int = 0
+
+
+class Listener:
+    def __init__(self, settings: Settings, biller: Biller) -> None:
+        self.settings = settings
+        self.biller = biller
+        self.tracker = CallTracker(payer_field=settings.payer_field)
+        self.stats = Stats()
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.manager: Manager | None = None
+        self.wake = asyncio.Event()
+        self.logged_in = asyncio.Event()
+        self.hangups: list[HangupRequest] = []  # every hang-up asked for (tests read it)
+
+    # -- AMI side ----------------------------------------------------------------------
+    def _on_event(self, _manager, message) -> None:
+        """panoramisk callback: queue only (keeps order; no work in the reader)."""
+        self.queue.put_nowait((time.time_ns() // 1000, dict(message)))
+
+    def _on_login(self, _manager) -> None:
+        log.info("logged in to AMI at %s:%d", self.settings.ami_host, self.settings.ami_port)
+        self.logged_in.set()
+
+    async def connect(self) -> None:
+        self.manager = Manager(
+            loop=asyncio.get_running_loop(),
+            host=self.settings.ami_host,
+            port=self.settings.ami_port,
+            username=self.settings.ami_user,
+            secret=self.settings.ami_secret,
+            ping_delay=10,
+            reconnect_timeout=2,
+            on_login=self._on_login,
+        )
+        self.manager.register_event("*", self._on_event)
+        await self.manager.connect()
+
+    def close(self) -> None:
+        if self.manager is not None:
+            self.manager.close()
+
+    async def hang_up(self, request: HangupRequest) -> None:
+        self.hangups.append(request)
+        log.warning("hanging up %s (call %s): %s", request.channel, request.call_id, request.reason)
+        if self.manager is None:
+            return
+        try:
+            reply = await self.manager.send_action(
+                {"Action": "Hangup", "Channel": request.channel, "Cause": "16"}
+            )
+            self.stats.hangups_sent += 1
+            log.info("Hangup %s: %s", request.channel, getattr(reply, "Message", reply))
+        except Exception:
+            log.exception("Hangup of %s failed", request.channel)
+
+    # -- work ----------------------------------------------------------------------------
+    async def consume(self) -> None:
+        """Handle queued events in order; one bad event never stops the others."""
+        while True:
+            received_us, event = await self.queue.get()
+            self.stats.events += 1
+            try:
+                for step in self.tracker.feed(event, received_us):
+                    request = await asyncio.to_thread(self._bill, step)
+                    if isinstance(step, Answered):
+                        self.wake.set()
+                    if request is not None:
+                        await self.hang_up(request)
+            except Exception:
+                self.stats.errors += 1
+                log.exception(
+                    "event %s of channel %s (uniqueid %s) failed",
+                    event.get("Event"),
+                    event.get("Channel"),
+                    event.get("Uniqueid"),
+                )
+            finally:
+                self.queue.task_done()
+
+    def _bill(self, step) -> HangupRequest | None:
+        if isinstance(step, Dialed):
+            return self.biller.on_dialed(step.call)
+        if isinstance(step, Answered):
+            return self.biller.on_answered(step.call)
+        if isinstance(step, Ended):
+            self.biller.on_ended(step.call)
+        return None
+
+    async def schedule(self) -> None:
+        """Wake for block boundaries only: at the next due time minus the guard time."""
+        while True:
+            try:
+                requests, next_due = await asyncio.to_thread(
+                    self.biller.tick, time.time_ns() // 1_000_000
+                )
+                for request in requests:
+                    await self.hang_up(request)
+            except Exception:
+                self.stats.errors += 1
+                log.exception("boundary scheduler failed; retrying")
+                next_due = -1
+            now_ms = time.time_ns() // 1_000_000
+            sleep = MAX_SLEEP_S
+            if next_due >= 0:
+                sleep = min(sleep, max(0.0, (next_due - self.settings.guard_ms - now_ms) / 1000))
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=sleep)
+
+    async def run(self) -> None:
+        await self.connect()
+        await asyncio.gather(self.consume(), self.schedule())

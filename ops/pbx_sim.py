@@ -1,0 +1,455 @@
+"""A simulated Asterisk: the AMI protocol over TCP, for demos, tests and load.
+
+Two sources of calls:
+- replay: the events of a real capture (../shared/ami-captures/*.jsonl), at their recorded
+  pace scaled by `speed`, with `Timestamp` headers moved onto the replay's own clock;
+- generator: SIP booth calls whose event sequences follow the SIP captures (Newchannel,
+  Newstate, DialBegin, DialEnd, BridgeEnter/Leave, Hangup, Cdr). It obeys the Hangup action.
+
+Both answer Login (one user and secret; a wrong secret waits, answers Error and closes, as
+Asterisk does), Ping, Hangup, CoreShowChannels (the channels alive right now) and Logoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ami_listener import frames
+
+log = logging.getLogger("asterbill.pbx_sim")
+GREETING = b"Asterisk Call Manager/9.0.0\r\n"
+SNAPSHOT = (
+    "Channel",
+    "ChannelState",
+    "ChannelStateDesc",
+    "CallerIDNum",
+    "CallerIDName",
+    "ConnectedLineNum",
+    "ConnectedLineName",
+    "Language",
+    "AccountCode",
+    "Context",
+    "Exten",
+    "Priority",
+    "Uniqueid",
+    "Linkedid",
+)
+STATES = {"Down": "0", "Ring": "4", "Ringing": "5", "Up": "6"}
+
+
+@dataclass
+class Channel:
+    name: str
+    uniqueid: str
+    linkedid: str
+    caller: str
+    exten: str
+    accountcode: str
+    context: str
+    state: str = "Down"
+    created: float = field(default_factory=time.monotonic)
+    hangup: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def snapshot(self) -> list[tuple[str, str]]:
+        return [
+            ("Channel", self.name),
+            ("ChannelState", STATES[self.state]),
+            ("ChannelStateDesc", self.state),
+            ("CallerIDNum", self.caller),
+            ("CallerIDName", f"Booth {self.caller}" if self.caller.isdigit() else "<unknown>"),
+            ("ConnectedLineNum", "<unknown>"),
+            ("ConnectedLineName", "<unknown>"),
+            ("Language", "en"),
+            ("AccountCode", self.accountcode),
+            ("Context", self.context),
+            ("Exten", self.exten),
+            ("Priority", "1"),
+            ("Uniqueid", self.uniqueid),
+            ("Linkedid", self.linkedid),
+        ]
+
+
+class AmiServer:
+    """The protocol side: sessions, actions, and broadcasting events to logged-in sessions."""
+
+    def __init__(self, username: str, secret: str, timestamps: bool = True) -> None:
+        self.username, self.secret, self.timestamps = username, secret, timestamps
+        self.sessions: set[asyncio.StreamWriter] = set()
+        self.channels: dict[str, Channel] = {}  # live channels by name
+        self.actions: list[dict[str, str]] = []  # every action received (tests read it)
+        self.logged_in = asyncio.Event()
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        self._server = await asyncio.start_server(self._session, host, port)
+        return self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for writer in list(self.sessions):
+                writer.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+
+    # -- sending ---------------------------------------------------------------------
+    def event(self, name: str, headers: Iterable[tuple[str, str]]) -> None:
+        items = [("Event", name), ("Privilege", "call,all")]
+        if self.timestamps:
+            items.append(("Timestamp", f"{time.time():.6f}"))
+        self.send_raw(frames.build([*items, *headers]))
+
+    def send_raw(self, data: bytes) -> None:
+        for writer in list(self.sessions):
+            try:
+                writer.write(data)
+            except (ConnectionError, RuntimeError):
+                self.sessions.discard(writer)
+
+    # -- receiving -------------------------------------------------------------------
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        writer.write(GREETING)
+        authenticated = False
+        try:
+            while True:
+                raw = await reader.readuntil(b"\r\n\r\n")
+                try:
+                    action = frames.parse(raw.decode(errors="replace"))
+                except frames.FrameError:
+                    writer.write(
+                        frames.build(
+                            [("Response", "Error"), ("Message", "Missing action in request")]
+                        )
+                    )
+                    continue
+                self.actions.append(action)
+                name = action.get("Action", "").lower()
+                reply = [("Response", "Success")]
+                if "ActionID" in action:
+                    reply.append(("ActionID", action["ActionID"]))
+                if name == "login":
+                    if (action.get("Username"), action.get("Secret")) != (
+                        self.username,
+                        self.secret,
+                    ):
+                        await asyncio.sleep(1)  # Asterisk's own delay after a bad secret
+                        reply[0] = ("Response", "Error")
+                        writer.write(frames.build([*reply, ("Message", "Authentication failed")]))
+                        await writer.drain()
+                        break
+                    authenticated = True
+                    writer.write(frames.build([*reply, ("Message", "Authentication accepted")]))
+                    writer.write(
+                        frames.build(
+                            [
+                                ("Event", "FullyBooted"),
+                                ("Privilege", "system,all"),
+                                ("Status", "Fully Booted"),
+                            ]
+                        )
+                    )
+                    self.sessions.add(writer)
+                    self.logged_in.set()
+                elif not authenticated:
+                    writer.write(
+                        frames.build(
+                            [("Response", "Error"), ("Message", "Authentication Required")]
+                        )
+                    )
+                elif name == "ping":
+                    writer.write(
+                        frames.build(
+                            [*reply, ("Ping", "Pong"), ("Timestamp", f"{time.time():.6f}")]
+                        )
+                    )
+                elif name == "hangup":
+                    channel = self.channels.get(action.get("Channel", ""))
+                    if channel is None:
+                        writer.write(
+                            frames.build(
+                                [("Response", "Error"), *reply[1:], ("Message", "No such channel")]
+                            )
+                        )
+                    else:
+                        channel.hangup.set()
+                        writer.write(frames.build([*reply, ("Message", "Channel Hungup")]))
+                elif name == "coreshowchannels":
+                    self._show_channels(writer, reply)
+                elif name == "logoff":
+                    writer.write(
+                        frames.build(
+                            [
+                                ("Response", "Goodbye"),
+                                *reply[1:],
+                                ("Message", "Thanks for all the fish."),
+                            ]
+                        )
+                    )
+                    await writer.drain()
+                    break
+                else:
+                    writer.write(
+                        frames.build(
+                            [
+                                ("Response", "Error"),
+                                *reply[1:],
+                                ("Message", "Invalid/unknown command"),
+                            ]
+                        )
+                    )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self.sessions.discard(writer)
+            writer.close()
+
+    def _show_channels(self, writer: asyncio.StreamWriter, reply) -> None:
+        action_id = [h for h in reply if h[0] == "ActionID"]
+        writer.write(
+            frames.build([*reply, ("EventList", "start"), ("Message", "Channels will follow")])
+        )
+        now = time.monotonic()
+        for channel in list(self.channels.values()):
+            seconds = int(now - channel.created)
+            duration = f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+            writer.write(
+                frames.build(
+                    [
+                        ("Event", "CoreShowChannel"),
+                        *action_id,
+                        *channel.snapshot(),
+                        ("Application", "Dial"),
+                        ("Duration", duration),
+                    ]
+                )
+            )
+        writer.write(
+            frames.build(
+                [
+                    ("Event", "CoreShowChannelsComplete"),
+                    *action_id,
+                    ("EventList", "Complete"),
+                    ("ListItems", str(len(self.channels))),
+                ]
+            )
+        )
+
+
+# -- replay ------------------------------------------------------------------------------
+def capture_events(path: Path) -> list[tuple[float, str]]:
+    """(t, raw) of the unsolicited messages of a capture: events that answer none of the
+    capture client's own actions (its Login, Hangup, CoreShowChannels, Logoff)."""
+    out = []
+    with open(path) as f:
+        next(f)
+        for line in f:
+            item = json.loads(line)
+            raw = item.get("raw", "")
+            if not raw.startswith("Event: ") or "\r\nActionID: " in raw:
+                continue
+            if raw.startswith(("Event: FullyBooted", "Event: SuccessfulAuth")):
+                continue
+            out.append((item["t"], raw))
+    return out
+
+
+async def replay(server: AmiServer, path: Path, speed: float = 1.0) -> None:
+    """Send a capture's events to the logged-in sessions, its pace divided by `speed`."""
+    events = capture_events(path)
+    if not events:
+        return
+    await server.logged_in.wait()
+    start, first_t = time.monotonic(), events[0][0]
+    wall0 = time.time()
+    first_ts = None
+    for t, raw in events:
+        delay = start + (t - first_t) / speed - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        headers = frames.parse(raw)
+        _follow_channels(server, headers)
+        if "Timestamp" in headers:
+            stamp = float(headers["Timestamp"])
+            first_ts = stamp if first_ts is None else first_ts
+            moved = f"{wall0 + (stamp - first_ts) / speed:.6f}"
+            raw = raw.replace(f"Timestamp: {headers['Timestamp']}\r\n", f"Timestamp: {moved}\r\n")
+        server.send_raw(raw.encode())
+
+
+def _follow_channels(server: AmiServer, headers: dict[str, str]) -> None:
+    """Keep the live channel list true for CoreShowChannels during a replay."""
+    name, event = headers.get("Channel", ""), headers.get("Event")
+    if event == "Newchannel":
+        server.channels[name] = Channel(
+            name,
+            headers.get("Uniqueid", ""),
+            headers.get("Linkedid", ""),
+            headers.get("CallerIDNum", ""),
+            headers.get("Exten", ""),
+            headers.get("AccountCode", ""),
+            headers.get("Context", ""),
+            headers.get("ChannelStateDesc", "Down"),
+        )
+    elif event == "Newstate" and name in server.channels:
+        server.channels[name].state = headers.get("ChannelStateDesc", "Down")
+    elif event == "Hangup":
+        server.channels.pop(name, None)
+
+
+# -- generator ---------------------------------------------------------------------------
+@dataclass
+class CallPlan:
+    booth: str
+    number: str
+    ring: float  # seconds
+    talk: float  # seconds; answered only if answer is True
+    answer: bool = True
+    accountcode: str = "shop1"
+
+
+class Generator:
+    """SIP booth calls as Asterisk reports them (modelled on captures 14-17)."""
+
+    def __init__(self, server: AmiServer) -> None:
+        self.server = server
+        self._ids = itertools.count(1)
+        self._seq = itertools.count(2)
+        self.epoch = int(time.time())
+        self.ended: list[tuple[str, str]] = []  # (booth uniqueid, how it ended)
+
+    def _uniqueid(self) -> str:
+        return f"{self.epoch}.{next(self._ids)}"
+
+    async def call(self, plan: CallPlan) -> None:
+        s = self.server
+        booth = Channel(
+            f"SIP/{plan.booth}-{next(self._seq):08x}",
+            self._uniqueid(),
+            "",
+            plan.booth,
+            plan.number,
+            plan.accountcode,
+            "callshop-sip",
+        )
+        booth.linkedid = booth.uniqueid
+        trunk = Channel(
+            f"SIP/pstn-trunk-{next(self._seq):08x}",
+            self._uniqueid(),
+            booth.linkedid,
+            "<unknown>",
+            "s",
+            "",
+            "sip-reject",
+        )
+        s.channels[booth.name] = booth
+        s.event("Newchannel", booth.snapshot())
+        booth.state = "Ring"
+        s.event("Newstate", booth.snapshot())
+        s.channels[trunk.name] = trunk
+        s.event("Newchannel", trunk.snapshot())
+        trunk.caller, trunk.exten, trunk.accountcode = plan.number, plan.number, plan.accountcode
+        dest = [
+            ("DestChannel", trunk.name),
+            ("DestUniqueid", trunk.uniqueid),
+            ("DialString", f"pstn-trunk/{plan.number}"),
+        ]
+        s.event("DialBegin", [*booth.snapshot(), *dest])
+        trunk.state = "Ringing"
+        s.event("Newstate", trunk.snapshot())
+        status, answered = "NOANSWER", False
+        if await self._wait(booth, plan.ring):
+            status = "CANCEL"
+        elif plan.answer:
+            status, answered = "ANSWER", True
+            trunk.state = "Up"
+            s.event("Newstate", trunk.snapshot())
+        s.event("DialEnd", [*booth.snapshot(), *dest, ("DialStatus", status)])
+        answered_at = time.time()
+        how = "booth-cancel" if status == "CANCEL" else "no-answer"
+        if answered:
+            booth.state = "Up"
+            s.event("Newstate", booth.snapshot())
+            bridge = [("BridgeUniqueid", f"bridge-{booth.uniqueid}"), ("BridgeType", "basic")]
+            s.event("BridgeEnter", [*bridge, *trunk.snapshot()])
+            s.event("BridgeEnter", [*bridge, *booth.snapshot()])
+            how = "hangup-action" if await self._wait(booth, plan.talk) else "callee"
+            s.event("BridgeLeave", [*bridge, *trunk.snapshot()])
+        for channel in (trunk, booth):
+            s.channels.pop(channel.name, None)
+            s.event(
+                "Hangup", [*channel.snapshot(), ("Cause", "16"), ("Cause-txt", "Normal Clearing")]
+            )
+        end = time.time()
+        billsec = int(end - answered_at) if answered else 0
+        s.event(
+            "Cdr",
+            [
+                ("AccountCode", plan.accountcode),
+                ("Source", plan.booth),
+                ("Destination", plan.number),
+                ("DestinationContext", "callshop-sip"),
+                ("Channel", booth.name),
+                ("DestinationChannel", trunk.name),
+                ("LastApplication", "Dial"),
+                ("Duration", str(int(end - booth.created))),
+                ("BillableSeconds", str(billsec)),
+                ("Disposition", "ANSWERED" if answered else "NO ANSWER"),
+                ("UniqueID", booth.uniqueid),
+                ("UserField", ""),
+            ],
+        )
+        self.ended.append((booth.uniqueid, how))
+
+    @staticmethod
+    async def _wait(channel: Channel, seconds: float) -> bool:
+        """Sleep `seconds`; True if the channel was hung up by an action meanwhile."""
+        try:
+            await asyncio.wait_for(channel.hangup.wait(), timeout=seconds)
+            return True
+        except TimeoutError:
+            return False
+
+
+def random_plans(
+    count: int, booths: int, seed: int, answer_ratio: float, talk: tuple, numbers: list[str]
+) -> list[CallPlan]:
+    rnd = random.Random(seed)
+    return [
+        CallPlan(
+            str(8001 + rnd.randrange(booths)),
+            rnd.choice(numbers),
+            rnd.uniform(0.2, 3.0),
+            rnd.uniform(*talk),
+            rnd.random() < answer_ratio,
+        )
+        for _ in range(count)
+    ]
+
+
+async def run_generator(
+    server: AmiServer, plans: list[CallPlan], cps: float, concurrent: int | None = None
+) -> None:
+    """Start the planned calls at `cps` calls a second (at most `concurrent` at once)."""
+    await server.logged_in.wait()
+    generator = Generator(server)
+    limit = asyncio.Semaphore(concurrent or len(plans) or 1)
+
+    async def one(plan: CallPlan) -> None:
+        async with limit:
+            await generator.call(plan)
+
+    tasks = []
+    for plan in plans:
+        tasks.append(asyncio.create_task(one(plan)))
+        await asyncio.sleep(1 / cps if cps > 0 else 0)
+    await asyncio.gather(*tasks)

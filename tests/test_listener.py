@@ -1,0 +1,163 @@
+"""The real listener (panoramisk) against the simulated Asterisk over TCP, on a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+
+import pytest
+
+from ami_listener.billing import Biller
+from ami_listener.service import Listener
+from lua.credit import CreditEngine, Payer
+from lua.keys import Keys
+from ops import pbx_sim
+from ops.settings import load_settings
+from rating.book import RedisRateBook
+from rating.price import Rate, price
+from rating.select import BookRow
+from tests.ami_captures import billing_cdrs, capture_files
+
+PER_SECOND = Rate(11, 0, 0, 60_000_000, 1, "Per second")  # 1.00 a second, 1 s blocks
+PER_MINUTE = Rate(12, 100_000, 0, 600_000, 60, "Per minute")
+
+
+def settings_for(port: int, key_prefix: str, **extra):
+    env = {
+        "AMI_PORT": str(port),
+        "AMI_USER": "billing",
+        "AMI_SECRET": "s3cret",
+        "ASTERBILL_KEY_PREFIX": key_prefix,
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "ASTERBILL_GUARD_MS": "500",
+        **extra,
+    }
+    return load_settings(environ=env, env_file=None)
+
+
+@dataclasses.dataclass
+class Rig:
+    engine: CreditEngine
+    book: RedisRateBook
+    listener: Listener | None = None
+
+
+@pytest.fixture
+def rig(redis_server, key_prefix) -> Rig:
+    keys = Keys(key_prefix)
+    engine, book = CreditEngine(redis_server, keys), RedisRateBook(redis_server, keys)
+    book.replace(
+        [
+            BookRow("customer", "00", 0, 0, 0, PER_MINUTE),
+            BookRow("customer", "7777", 0, 0, 0, PER_MINUTE),
+        ]
+    )
+    for booth in range(8001, 8011):
+        engine.provision(Payer(1, 10, booth), payer_key=str(booth))
+    return Rig(engine, book)
+
+
+async def run_with(rig: Rig, key_prefix: str, feed, settle: float = 1.5, **extra) -> Listener:
+    """Start the simulator and the listener, run `feed(server)`, let the last events in."""
+    server = pbx_sim.AmiServer("billing", "s3cret")
+    port = await server.start("127.0.0.1", 0)
+    settings = settings_for(port, key_prefix, **extra)
+    listener = Listener(settings, Biller(rig.engine, rig.book, settings))
+    task = asyncio.create_task(listener.run())
+    try:
+        await asyncio.wait_for(listener.logged_in.wait(), 10)
+        await feed(server)
+        await asyncio.sleep(settle)
+        await listener.queue.join()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        listener.close()
+        await server.close()
+    assert listener.stats.errors == 0
+    return listener
+
+
+def ended_records(rig: Rig) -> dict[str, list[int]]:
+    raw = rig.engine.client.hgetall(rig.engine.keys.ended(1))
+    return {k.decode(): [int(x) for x in v.decode().split(",")] for k, v in raw.items()}
+
+
+@pytest.mark.parametrize("path", capture_files(), ids=[p.name for p in capture_files()])
+def test_every_capture_replays_through_the_listener(rig, key_prefix, path):
+    speed = 4.0 if "ts-" in path.name else 20.0
+
+    async def feed(server):
+        await pbx_sim.replay(server, path, speed=speed)
+
+    listener = asyncio.run(run_with(rig, key_prefix, feed))
+
+    answered = {u for u, c in billing_cdrs(path).items() if c["Disposition"] == "ANSWERED"}
+    ended = ended_records(rig)
+    assert set(ended) >= answered  # every answered booth call was billed and ended
+    for record in ended.values():
+        billsec = record[4]
+        assert record[5] == price(billsec, 10_000, PER_MINUTE)  # the customer price
+    assert listener.tracker.calls == {}
+    assert rig.engine.client.hlen(rig.engine.keys.calls(1)) == 0  # nothing left running
+
+
+def test_a_prepaid_booth_is_hung_up_at_the_boundary_and_pays_exactly_two_blocks(rig, key_prefix):
+    rig.book.replace([BookRow("customer", "00", 0, 0, 0, PER_SECOND)])
+    rig.engine.provision(
+        Payer(1, 10, 8001), payer_key="8001", limits={"clid": ("prepaid", 2_000_000)}
+    )  # two 1 s blocks
+
+    async def feed(server):
+        plan = pbx_sim.CallPlan("8001", "00493012345678", ring=0.3, talk=10)
+        await pbx_sim.run_generator(server, [plan], cps=0)
+
+    listener = asyncio.run(run_with(rig, key_prefix, feed, settle=0.5))
+
+    [request] = listener.hangups
+    assert request.reason == "NO_CREDIT_CLID"
+    [record] = ended_records(rig).values()
+    assert record[4] == 2  # billsec: cut before the third second started
+    assert record[5] == 2_000_000
+    clid = rig.engine.level(1, "clid", 8001)
+    assert (clid.used, clid.available) == (2_000_000, 0)
+
+
+def test_a_locked_booth_is_never_connected(rig, key_prefix):
+    rig.engine.provision(Payer(1, 10, 8002), payer_key="8002", locked=True)
+
+    async def feed(server):
+        plan = pbx_sim.CallPlan("8002", "00442071234567", ring=2.0, talk=5)
+        await pbx_sim.run_generator(server, [plan], cps=0)
+
+    listener = asyncio.run(run_with(rig, key_prefix, feed, settle=0.5))
+
+    assert [h.reason for h in listener.hangups] == ["LOCKED"]
+    assert ended_records(rig) == {}
+    assert rig.engine.level(1, "clid", 8002).used == 0
+
+
+def test_concurrent_generated_calls_are_all_billed(rig, key_prefix):
+    plans = pbx_sim.random_plans(
+        12,
+        booths=5,
+        seed=3,
+        answer_ratio=0.75,
+        talk=(0.5, 2.5),
+        numbers=["00493012345678", "00441234567"],
+    )
+    for plan in plans:
+        plan.ring = 0.2
+
+    async def feed(server):
+        await pbx_sim.run_generator(server, plans, cps=20)
+
+    asyncio.run(run_with(rig, key_prefix, feed, settle=1.0))
+
+    ended = ended_records(rig)
+    assert len(ended) == sum(p.answer for p in plans)
+    total = sum(r[5] for r in ended.values())
+    booths_used = sum(rig.engine.level(1, "clid", b).used for b in range(8001, 8006))
+    assert booths_used == total
