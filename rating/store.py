@@ -218,8 +218,24 @@ def book_rows(
         for rid, prefix, numlen, connect, init, per_min, block, dest, r, g in session.execute(
             query
         ):
-            rate = Rate(rid, stored_micros(connect), init, stored_micros(per_min), block, dest)
-            yield BookRow(name, prefix, numlen, r, g, rate)
+            yield _book_row(name, rid, prefix, numlen, connect, init, per_min, block, dest, r, g)
+
+
+def _book_row(
+    table: str,
+    rid: int,
+    prefix: str,
+    numlen: int,
+    connect: Decimal,
+    init: int,
+    per_min: Decimal,
+    block: int,
+    dest: str,
+    r: int,
+    g: int,
+) -> BookRow:
+    rate = Rate(rid, stored_micros(connect), init, stored_micros(per_min), block, dest)
+    return BookRow(table, prefix, numlen, r, g, rate)
 
 
 def sync_all(session: Session, book: RedisRateBook) -> int:
@@ -265,3 +281,70 @@ def delete_matching(
     }
     result = session.execute(delete(model).where(*clauses))
     return result.rowcount, touched
+
+
+def save_rate(
+    session: Session,
+    book: RedisRateBook,
+    target: Target,
+    cells: dict[str, str],
+    rate_id: int | None = None,
+) -> int:
+    """Create (rate_id None) or change one rate row, then apply just that row to Redis.
+
+    The row is validated like an imported one; a key taken by another row is refused. The
+    caller's transaction is flushed, not committed: Redis is updated after the flush, so call
+    this inside the transaction that commits right after (the back office's save)."""
+    check_target(session, target)
+    model = MODELS[target.table]
+    values = validate_row(cells)
+    taken = _existing_ids(session, model, target, [(values["dialprefix"], values["numlen"])])
+    other = next(iter(taken.values()), None)
+    if other is not None and other != rate_id:
+        raise InvalidInput(
+            f"rate {values['dialprefix']}/{values['numlen']} already exists (id {other})"
+        )
+    previous = None
+    if rate_id is None:
+        row = model(
+            **values,
+            reseller_id=target.reseller_id,
+            **({"group_id": target.group_id} if target.table != "reseller" else {}),
+        )
+        session.add(row)
+    else:
+        row = session.get(model, rate_id)
+        if row is None:
+            raise InvalidInput(f"{target.table} rate {rate_id} does not exist")
+        previous = _as_book_row(target.table, row)
+        for key, value in values.items():
+            setattr(row, key, value)
+        row.reseller_id = target.reseller_id
+        if target.table != "reseller":
+            row.group_id = target.group_id
+    session.flush()
+    book.upsert(_as_book_row(target.table, row), previous)
+    return row.id
+
+
+def delete_rate(session: Session, book: RedisRateBook, table: str, rate_id: int) -> None:
+    """Delete one rate row and remove just that row from Redis."""
+    row = session.get(MODELS[table], rate_id)
+    if row is None:
+        raise InvalidInput(f"{table} rate {rate_id} does not exist")
+    book_row = _as_book_row(table, row)
+    session.delete(row)
+    session.flush()
+    book.remove(book_row)
+
+
+def _as_book_row(table: str, r) -> BookRow:
+    rate = Rate(
+        r.id,
+        to_micros(r.connectcharge),
+        r.initblock,
+        to_micros(r.rateinitial),
+        r.billingblock,
+        r.destination,
+    )
+    return BookRow(table, r.dialprefix, r.numlen, r.reseller_id, getattr(r, "group_id", 0), rate)

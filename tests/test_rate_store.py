@@ -319,3 +319,30 @@ def test_export_reads_back_as_a_book(db, tmp_path):
 def test_a_garbage_xls_is_refused(tmp_path):
     with pytest.raises(InvalidInput, match="not a readable XLS file"):
         list(rows_of(write(tmp_path, "not a workbook at all", "rates.xls")))
+
+
+def test_a_single_rate_change_reaches_redis_without_a_full_sync(db, book):
+    from rating.store import delete_rate, save_rate
+
+    booth = make_tenant(db)
+    r, g = booth.group.reseller_id, booth.group_id
+    target = Target("customer", r, g)
+    rate_id = save_rate(db, book, target, {"dialprefix": "0049", "rateinitial": "0.4"})
+    assert book.lookup("00491", r, g)["customer"].per_minute == 400_000
+
+    save_rate(db, book, target, {"dialprefix": "0049", "rateinitial": "0.35"}, rate_id)
+    assert book.lookup("00491", r, g)["customer"].per_minute == 350_000
+
+    save_rate(db, book, target, {"dialprefix": "0044", "rateinitial": "0.2"}, rate_id)
+    assert book.lookup("00491", r, g)["customer"] is None  # the old key left Redis
+    assert book.lookup("00441", r, g)["customer"].id == rate_id
+
+    other = save_rate(db, book, target, {"dialprefix": "0033", "rateinitial": "0.1"})
+    with pytest.raises(InvalidInput, match="already exists"):
+        save_rate(db, book, target, {"dialprefix": "0044", "rateinitial": "0.1"}, other)
+    with pytest.raises(InvalidInput, match="billingblock 0"):
+        save_rate(db, book, target, {"dialprefix": "1", "rateinitial": "1", "billingblock": "0"})
+
+    delete_rate(db, book, "customer", rate_id)
+    assert book.lookup("00441", r, g)["customer"] is None
+    assert count(db) == 1
