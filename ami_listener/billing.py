@@ -132,6 +132,45 @@ class Biller:
             ended.reseller,
         )
 
+    def orphans(self, live_uniqueids: set[str], known: set[str], now_ms: int) -> list[Call]:
+        """After a (re)start: calls Redis is billing that this process does not follow.
+        Those still up are adopted (returned, to be followed); the others ended while nobody
+        listened and are ended now, flagged for review."""
+        adopted = []
+        for reseller in self.engine.resellers_with_calls():
+            for call_id, meta in self.engine.live_calls(reseller).items():
+                if call_id in known:
+                    continue
+                info = json.loads(meta or "{}")
+                answered_ms = self.engine.answer_ms(reseller, call_id)
+                call = Call(
+                    call_id=call_id,
+                    channel=info.get("channel", ""),
+                    linkedid=info.get("linkedid", ""),
+                    payer_key="",
+                    src=info.get("src", ""),
+                    number=info.get("dst", ""),
+                    accountcode=info.get("accountcode", ""),
+                    dialed_us=info.get("dialed_us", 0),
+                    answered_us=answered_ms * 1000,
+                    dial_status="ANSWER",
+                    dest_channel=info.get("dstchannel", ""),
+                )
+                self.resellers[reseller] = self.resellers.get(reseller, 0) + 1
+                self.channels[call_id] = call.channel
+                self.billed[call_id] = Billed(
+                    self.engine.payer_of(reseller, call_id),
+                    self.engine.pricing_of(reseller, call_id),
+                    True,
+                )
+                if call_id in live_uniqueids:
+                    adopted.append(call)
+                else:
+                    call.ended_us = max(now_ms * 1000, call.answered_us)
+                    call.review = "ended_while_listener_down"
+                    self.on_ended(call)
+        return adopted
+
     def tick(self, now_ms: int) -> tuple[list[HangupRequest], int]:
         """Pay every boundary due before now + guard; the calls to cut; the next due time."""
         hangups: list[HangupRequest] = []
@@ -185,6 +224,7 @@ class Biller:
                 "hangup_cause": call.hangup_cause,
                 "hangup_cause_text": call.hangup_cause_text,
                 "flags": billed.flags,
+                "review": call.review,
                 "destination": billed.pricing.customer.destination,
             },
             separators=(",", ":"),

@@ -23,6 +23,7 @@ from ami_listener.tracker import Answered, CallTracker, Dialed, Ended
 from ops.settings import Settings
 
 log = logging.getLogger("asterbill.listener")
+RESYNC = "asterbill:resync"  # a queue item that is not an AMI event
 MAX_SLEEP_S = 0.5  # wake at least this often to pick up new calls' boundaries
 
 
@@ -44,15 +45,43 @@ class Listener:
         self.wake = asyncio.Event()
         self.logged_in = asyncio.Event()
         self.hangups: list[HangupRequest] = []  # every hang-up asked for (tests read it)
+        self._tasks: set[asyncio.Task] = set()
+        self.received = 0  # receive sequence number of the last event queued
+        self.resyncs = 0
 
     # -- AMI side ----------------------------------------------------------------------
     def _on_event(self, _manager, message) -> None:
         """panoramisk callback: queue only (keeps order; no work in the reader)."""
-        self.queue.put_nowait((time.time_ns() // 1000, dict(message)))
+        self.received += 1
+        self.queue.put_nowait((self.received, time.time_ns() // 1000, dict(message)))
 
     def _on_login(self, _manager) -> None:
         log.info("logged in to AMI at %s:%d", self.settings.ami_host, self.settings.ami_port)
         self.logged_in.set()
+        task = asyncio.ensure_future(self._ask_channels())
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.stats.errors += 1
+            log.error("resync failed", exc_info=task.exception())
+
+    async def _ask_channels(self) -> None:
+        """After every login: which channels are up? Queued behind the events already
+        received, so the resync sees the calls in the same order as everything else."""
+        asked_at = self.received
+        reply = await self.manager.send_action({"Action": "CoreShowChannels"}, as_list=True)
+        messages = reply if isinstance(reply, list) else [reply]
+        live = {m.get("Uniqueid", "") for m in messages if m.get("Event") == "CoreShowChannel"}
+        self.queue.put_nowait(
+            (
+                self.received,
+                time.time_ns() // 1000,
+                {"Event": RESYNC, "live": live, "asked_at": asked_at},
+            )
+        )
 
     async def connect(self) -> None:
         self.manager = Manager(
@@ -90,10 +119,14 @@ class Listener:
     async def consume(self) -> None:
         """Handle queued events in order; one bad event never stops the others."""
         while True:
-            received_us, event = await self.queue.get()
+            seq, received_us, event = await self.queue.get()
             self.stats.events += 1
             try:
+                if event.get("Event") == RESYNC:
+                    await self._resync(event["live"], received_us, event["asked_at"])
+                    continue
                 for step in self.tracker.feed(event, received_us):
+                    step.call.seen_at = step.call.seen_at or seq
                     request = await asyncio.to_thread(self._bill, step)
                     if isinstance(step, Answered):
                         self.wake.set()
@@ -109,6 +142,20 @@ class Listener:
                 )
             finally:
                 self.queue.task_done()
+
+    async def _resync(self, live: set[str], now_us: int, asked_at: int) -> None:
+        for step in self.tracker.resync(live, now_us, asked_at):
+            log.warning(
+                "call %s ended while AMI was disconnected: ended at the reconnect",
+                step.call.call_id,
+            )
+            await asyncio.to_thread(self._bill, step)
+        known = set(self.tracker.calls)
+        adopted = await asyncio.to_thread(self.biller.orphans, live, known, now_us // 1000)
+        for call in adopted:
+            self.tracker.adopt(call)
+        self.resyncs += 1
+        self.wake.set()
 
     def _bill(self, step) -> HangupRequest | None:
         if isinstance(step, Dialed):

@@ -43,6 +43,8 @@ class Call:
     hangup_cause: int | None = None
     hangup_cause_text: str = ""
     dest_channel: str = ""
+    review: str = ""  # why a person should look at this call (e.g. ended while away)
+    seen_at: int = 0  # the listener's receive sequence number of its first event
 
     @property
     def billsec(self) -> int:
@@ -174,6 +176,26 @@ class CallTracker:
         call.hangup_cause = int(cause) if cause.isdigit() else None
         call.hangup_cause_text = e.get("Cause-txt", "")
         return [Ended(call)]
+
+    def resync(self, live_uniqueids: set[str], now_us: int, asked_at: int) -> list[Step]:
+        """After a reconnect: calls whose channel is gone ended while we were away. They end
+        at the reconnect time (the last moment they may have run) and are flagged. Only calls
+        first seen before the channel list was asked for (`asked_at`, a receive sequence
+        number) can be judged by it."""
+        steps: list[Step] = []
+        gone = [
+            u for u, c in self.calls.items() if u not in live_uniqueids and c.seen_at < asked_at
+        ]
+        for uniqueid in gone:
+            call = self.calls.pop(uniqueid)
+            call.ended_us = max(now_us, call.answered_us or now_us)
+            call.review = "ended_while_disconnected"
+            steps.append(Ended(call))
+        return steps
+
+    def adopt(self, call: Call) -> None:
+        """Follow a call that was billed before this process started (found in Redis)."""
+        self.calls.setdefault(call.call_id, call)
 
     def payer_key(self, e: Mapping[str, str]) -> str:
         if self.payer_field == "accountcode":

@@ -360,6 +360,41 @@ class CreditEngine:
             v[8] == "1",
         )
 
+    def resellers_with_calls(self) -> list[int]:
+        """Reseller ids whose tag has live calls (SCAN: for start-up and resync, not hot)."""
+        pattern = f"{self.keys.prefix}:{{r*}}:calls"
+        out = []
+        for key in self.client.scan_iter(match=pattern, count=1000):
+            tag = _text(key)[len(self.keys.prefix) + 3 :].split("}", 1)[0]
+            if tag.isdigit():
+                out.append(int(tag))
+        return sorted(out)
+
+    def live_calls(self, reseller_id: int) -> dict[str, str]:
+        """Call id -> meta text of every call Redis is billing under this tag."""
+        ids = [_text(k) for k in self.client.hkeys(self.keys.calls(reseller_id))]
+        metas = self.client.hmget(self.keys.meta(reseller_id), ids) if ids else []
+        return {i: (_text(m) if m is not None else "") for i, m in zip(ids, metas, strict=True)}
+
+    def _state(self, reseller_id: int, call_id: str) -> list[str]:
+        value = self.client.hget(self.keys.calls(reseller_id), call_id)
+        if value is None:
+            raise CreditError("ERR_UNKNOWN_CALL", call_id)
+        dynamic, _, static = _text(value).partition(";")
+        return dynamic.split(",") + static.split(",")
+
+    def answer_ms(self, reseller_id: int, call_id: str) -> int:
+        return int(self._state(reseller_id, call_id)[2])
+
+    def payer_of(self, reseller_id: int, call_id: str) -> Payer:
+        v = self._state(reseller_id, call_id)
+        return Payer(reseller_id, int(v[1]), int(v[0]))
+
+    def pricing_of(self, reseller_id: int, call_id: str) -> Pricing:
+        v = [int(x) for x in self._state(reseller_id, call_id)[10:]]
+        rates = [Rate(v[o], v[o + 1], v[o + 2], v[o + 3], v[o + 4]) for o in (0, 6, 12)]
+        return Pricing(*rates, v[5], v[11], v[17])
+
     def running_cost(self, reseller_id: int, call_id: str) -> tuple[int, int, int] | None:
         """What the call has paid so far at clid, group and reseller level."""
         value = self.client.hget(self.keys.calls(reseller_id), call_id)

@@ -101,6 +101,13 @@ class AmiServer:
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
 
+    def drop_sessions(self) -> None:
+        """Cut every AMI connection (a network fault, an Asterisk restart); the calls go on."""
+        for writer in list(self.sessions):
+            self.sessions.discard(writer)
+            writer.close()
+        self.logged_in.clear()
+
     # -- sending ---------------------------------------------------------------------
     def event(self, name: str, headers: Iterable[tuple[str, str]]) -> None:
         items = [("Event", name), ("Privilege", "call,all")]

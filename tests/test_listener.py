@@ -161,3 +161,70 @@ def test_concurrent_generated_calls_are_all_billed(rig, key_prefix):
     total = sum(r[5] for r in ended.values())
     booths_used = sum(rig.engine.level(1, "clid", b).used for b in range(8001, 8006))
     assert booths_used == total
+
+
+def test_a_call_that_ends_during_a_disconnect_is_ended_at_the_reconnect_and_flagged(
+    rig, key_prefix
+):
+    async def feed(server):
+        plan = pbx_sim.CallPlan("8003", "00493012345678", ring=0.2, talk=1.0)
+        call = asyncio.create_task(pbx_sim.run_generator(server, [plan], cps=0))
+        await asyncio.sleep(0.6)  # answered
+        server.drop_sessions()  # the call's hangup will not reach the listener
+        await call
+        await asyncio.wait_for(server.logged_in.wait(), 10)  # panoramisk reconnects
+
+    listener = asyncio.run(run_with(rig, key_prefix, feed, settle=1.0))
+
+    assert listener.resyncs >= 2
+    [(call_id, record)] = ended_records(rig).items()
+    assert record[4] >= 1  # billed until the reconnect: at least what it really talked
+    meta = rig.engine.client.hget(rig.engine.keys.meta(1), call_id).decode()
+    assert '"review":"ended_while_disconnected"' in meta
+
+
+def test_a_restarted_listener_adopts_live_calls_and_ends_those_gone(rig, key_prefix):
+    """Listener 1 answers two calls and dies; one call ends while nobody listens; listener 2
+    adopts the call still up and ends the other at its start, flagged."""
+    plans = [
+        pbx_sim.CallPlan("8004", "00493012345678", ring=0.2, talk=0.8),
+        pbx_sim.CallPlan("8005", "00493012345678", ring=0.2, talk=3.0),
+    ]
+
+    async def scenario():
+        server = pbx_sim.AmiServer("billing", "s3cret")
+        port = await server.start("127.0.0.1", 0)
+        settings = settings_for(port, key_prefix)
+        first = Listener(settings, Biller(rig.engine, rig.book, settings))
+        task = asyncio.create_task(first.run())
+        await asyncio.wait_for(first.logged_in.wait(), 10)
+        calls = asyncio.create_task(pbx_sim.run_generator(server, plans, cps=0))
+        await asyncio.sleep(0.6)
+        task.cancel()
+        first.close()
+        server.drop_sessions()
+        await asyncio.sleep(0.8)  # 8004 hangs up while no listener runs
+        second = Listener(settings, Biller(rig.engine, rig.book, settings))
+        task = asyncio.create_task(second.run())
+        await asyncio.wait_for(second.logged_in.wait(), 10)
+        await calls
+        await asyncio.sleep(0.8)
+        await second.queue.join()
+        task.cancel()
+        second.close()
+        await server.close()
+        return second
+
+    second = asyncio.run(scenario())
+    assert second.stats.errors == 0
+    ended = ended_records(rig)
+    assert len(ended) == 2
+    metas = {
+        k.decode(): v.decode()
+        for k, v in rig.engine.client.hgetall(rig.engine.keys.meta(1)).items()
+    }
+    flagged = [c for c, m in metas.items() if "ended_while_listener_down" in m]
+    assert len(flagged) == 1
+    adopted = next(c for c in ended if c not in flagged)
+    assert ended[adopted][4] in (2, 3)  # its real billsec, from its Hangup event
+    assert rig.engine.client.hlen(rig.engine.keys.calls(1)) == 0
