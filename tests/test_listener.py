@@ -228,3 +228,75 @@ def test_a_restarted_listener_adopts_live_calls_and_ends_those_gone(rig, key_pre
     adopted = next(c for c in ended if c not in flagged)
     assert ended[adopted][4] in (2, 3)  # its real billsec, from its Hangup event
     assert rig.engine.client.hlen(rig.engine.keys.calls(1)) == 0
+
+
+def test_one_failing_call_never_stops_the_others(rig, key_prefix):
+    """An exception while billing one call is logged with its ids; the others are billed."""
+
+    class FailingOnce(Biller):
+        def on_answered(self, call):
+            if call.src == "8006":
+                raise RuntimeError("boom")
+            return super().on_answered(call)
+
+    plans = [
+        pbx_sim.CallPlan("8006", "00493012345678", ring=0.2, talk=0.5),
+        pbx_sim.CallPlan("8007", "00493012345678", ring=0.3, talk=0.5),
+    ]
+
+    async def scenario():
+        server = pbx_sim.AmiServer("billing", "s3cret")
+        port = await server.start("127.0.0.1", 0)
+        settings = settings_for(port, key_prefix)
+        listener = Listener(settings, FailingOnce(rig.engine, rig.book, settings))
+        task = asyncio.create_task(listener.run())
+        await asyncio.wait_for(listener.logged_in.wait(), 10)
+        await pbx_sim.run_generator(server, plans, cps=0)
+        await asyncio.sleep(0.5)
+        await listener.queue.join()
+        task.cancel()
+        listener.close()
+        await server.close()
+        return listener
+
+    listener = asyncio.run(scenario())
+    assert listener.stats.errors == 1
+    [record] = ended_records(rig).values()
+    assert record[0] == 8007  # the other booth's call was billed
+
+
+def test_a_wrong_secret_never_logs_in_and_never_crashes(rig, key_prefix):
+    async def scenario():
+        server = pbx_sim.AmiServer("billing", "another secret")
+        port = await server.start("127.0.0.1", 0)
+        settings = settings_for(port, key_prefix)
+        listener = Listener(settings, Biller(rig.engine, rig.book, settings))
+        task = asyncio.create_task(listener.run())
+        await asyncio.sleep(2.5)  # Asterisk answers a bad secret after 1 s and hangs up
+        alive = not task.done()
+        task.cancel()
+        listener.close()
+        await server.close()
+        return listener, alive, server.actions
+
+    listener, alive, actions = asyncio.run(scenario())
+    assert alive and not listener.logged_in.is_set()
+    assert [a["Action"] for a in actions][:1] == ["Login"]
+    assert listener.stats.errors == 0
+
+
+def test_garbage_on_the_wire_is_survived(rig, key_prefix):
+    """Malformed frames and unknown events between real ones: the call is still billed."""
+
+    async def feed(server):
+        server.send_raw(b"this is not AMI at all\r\n\r\n")
+        server.send_raw(b"Event: FancyNewEvent\r\nPrivilege: call,all\r\nFoo: bar\r\n\r\n")
+        server.send_raw(b"Event: Hangup\r\nUniqueid: never-seen\r\nChannel: SIP/x-1\r\n\r\n")
+        server.send_raw(b"Event: DialEnd\r\nUniqueid: 42\r\nDialStatus: ANSWER\r\n\r\n")
+        plan = pbx_sim.CallPlan("8008", "00493012345678", ring=0.2, talk=1.2)
+        await pbx_sim.run_generator(server, [plan], cps=0)
+
+    listener = asyncio.run(run_with(rig, key_prefix, feed, settle=0.5))
+    [record] = ended_records(rig).values()
+    assert record[4] == 1 and record[5] == price(1, 10_000, PER_MINUTE)
+    assert listener.tracker.counters.ignored >= 1
