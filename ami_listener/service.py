@@ -14,7 +14,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 from panoramisk import Manager
 
@@ -32,6 +33,10 @@ class Stats:
     events: int = 0
     errors: int = 0
     hangups_sent: int = 0
+    # How late the scheduler woke for a boundary (ms after due - guard), and how long a
+    # Hangup took from the cut to Asterisk's answer; the last samples only, for benchmarks.
+    wake_lag_ms: deque = field(default_factory=lambda: deque(maxlen=100_000))
+    hangup_lag_ms: deque = field(default_factory=lambda: deque(maxlen=100_000))
 
 
 class Listener:
@@ -106,11 +111,13 @@ class Listener:
         log.warning("hanging up %s (call %s): %s", request.channel, request.call_id, request.reason)
         if self.manager is None:
             return
+        started = time.monotonic()
         try:
             reply = await self.manager.send_action(
                 {"Action": "Hangup", "Channel": request.channel, "Cause": "16"}
             )
             self.stats.hangups_sent += 1
+            self.stats.hangup_lag_ms.append((time.monotonic() - started) * 1000)
             log.info("Hangup %s: %s", request.channel, getattr(reply, "Message", reply))
         except Exception:
             log.exception("Hangup of %s failed", request.channel)
@@ -167,12 +174,17 @@ class Listener:
         return None
 
     async def schedule(self) -> None:
-        """Wake for block boundaries only: at the next due time minus the guard time."""
+        """Wake for block boundaries only: at the next due time minus the guard time.
+
+        `stats.wake_lag_ms` records how long after that moment the boundaries were paid."""
+        intended_ms = None
         while True:
             try:
                 requests, next_due = await asyncio.to_thread(
                     self.biller.tick, time.time_ns() // 1_000_000
                 )
+                if intended_ms is not None:
+                    self.stats.wake_lag_ms.append(max(0, time.time_ns() // 1_000_000 - intended_ms))
                 for request in requests:
                     await self.hang_up(request)
             except Exception:
@@ -180,12 +192,16 @@ class Listener:
                 log.exception("boundary scheduler failed; retrying")
                 next_due = -1
             now_ms = time.time_ns() // 1_000_000
-            sleep = MAX_SLEEP_S
+            sleep, intended_ms = MAX_SLEEP_S, None
             if next_due >= 0:
-                sleep = min(sleep, max(0.0, (next_due - self.settings.guard_ms - now_ms) / 1000))
+                wake_ms = next_due - self.settings.guard_ms
+                if wake_ms - now_ms <= MAX_SLEEP_S * 1000:
+                    sleep, intended_ms = max(0.0, (wake_ms - now_ms) / 1000), max(wake_ms, now_ms)
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=sleep)
+            if self.wake.is_set():
+                intended_ms = None  # woken early for a new call, not for a boundary
 
     async def run(self) -> None:
         await self.connect()
