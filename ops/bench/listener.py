@@ -117,13 +117,16 @@ async def run(args) -> None:
         task = asyncio.create_task(listener.run())
         start = time.monotonic()
         peak, samples = 0, []
+        backlog = 0
         while sim.poll() is None:
             await asyncio.sleep(1.0)
             live = client.hlen(keys.calls(1))
             peak = max(peak, live)
+            backlog = max(backlog, listener.queue.qsize())
             samples.append((time.monotonic() - start, listener.stats.events, live))
-        await asyncio.sleep(2.0)
-        await listener.queue.join()
+        with contextlib.suppress(TimeoutError):  # drain, but not forever
+            await asyncio.wait_for(listener.queue.join(), timeout=args.drain)
+        left = listener.queue.qsize()
         elapsed = time.monotonic() - start
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -152,7 +155,9 @@ async def run(args) -> None:
     )
     print(
         f"AMI events ingested: {listener.stats.events:,} in {elapsed:.0f} s, busiest second "
-        f"{busiest:,.0f} events/s; errors {listener.stats.errors}"
+        f"{busiest:,.0f} events/s; errors {listener.stats.errors}; largest backlog "
+        f"{backlog:,} events, {left:,} still queued {args.drain:.0f} s after the last call"
+        + (" -> THE LISTENER FELL BEHIND" if left else "")
     )
     print(
         f"boundary payment lag (ms after due - guard, {len(lags):,} wakes): "
@@ -176,6 +181,7 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=1, help="billing block, seconds")
     parser.add_argument("--booths", type=int, default=500)
     parser.add_argument("--guard-ms", type=int, default=500)
+    parser.add_argument("--drain", type=float, default=30, help="seconds to drain at the end")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     asyncio.run(run(parser.parse_args()))
 
