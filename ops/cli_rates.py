@@ -198,40 +198,11 @@ def import_command(
 def export_command(ctx, table, reseller_id, group_id, output) -> None:
     """Export rates as CSV in the rate-book format (readable by `rates select --book`)."""
     from rating import csvfiles
-    from rating.money import format_micros
     from rating.store import book_rows
 
-    header = [
-        "id",
-        "table",
-        "dialprefix",
-        "numlen",
-        "destination",
-        "connectcharge",
-        "initblock",
-        "rateinitial",
-        "billingblock",
-        "resellerid",
-        "groupid",
-    ]
     with _db(ctx)() as session:
-        rows = (
-            {
-                "id": b.rate.id,
-                "table": b.table,
-                "dialprefix": b.dialprefix,
-                "numlen": b.numlen,
-                "destination": b.rate.destination,
-                "connectcharge": format_micros(b.rate.connect),
-                "initblock": b.rate.initblock,
-                "rateinitial": format_micros(b.rate.per_minute),
-                "billingblock": b.rate.block,
-                "resellerid": b.reseller_id,
-                "groupid": b.group_id,
-            }
-            for b in book_rows(session, table, reseller_id, group_id)
-        )
-        csvfiles.write_rows(output, header, rows)
+        rows = map(csvfiles.book_row_cells, book_rows(session, table, reseller_id, group_id))
+        csvfiles.write_rows(output, list(csvfiles.BOOK_HEADER), rows)
 
 
 @rates.command("delete")

@@ -9,7 +9,7 @@ from typing import IO, TypeVar
 
 from ops.errors import InvalidInput
 from rating.engines import PriceQuery
-from rating.money import to_micros, to_multiple
+from rating.money import format_micros, to_micros, to_multiple
 from rating.price import Rate
 from rating.select import DEFAULT, TABLES, BookRow
 
@@ -28,6 +28,8 @@ BOOK_COLUMNS = (
     "resellerid",
     "groupid",
 )
+# What `rates export` writes: the book columns plus the destination.
+BOOK_HEADER = (*BOOK_COLUMNS[:4], "destination", *BOOK_COLUMNS[4:])
 QUERY_COLUMNS = ("number", "resellerid", "groupid")
 
 
@@ -111,3 +113,20 @@ def write_rows(stream: IO[str], header: list[str], rows: Iterable[dict]) -> None
     writer = csv.DictWriter(stream, fieldnames=header, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
+
+
+def book_row_cells(b: BookRow) -> dict:
+    """One rate row in the rate-book CSV format (money with 6 decimals)."""
+    return {
+        "id": b.rate.id,
+        "table": b.table,
+        "dialprefix": b.dialprefix,
+        "numlen": b.numlen,
+        "destination": b.rate.destination,
+        "connectcharge": format_micros(b.rate.connect),
+        "initblock": b.rate.initblock,
+        "rateinitial": format_micros(b.rate.per_minute),
+        "billingblock": b.rate.block,
+        "resellerid": b.reseller_id,
+        "groupid": b.group_id,
+    }
