@@ -1,0 +1,220 @@
+"""Settlement: write ended calls from Redis into MySQL, exactly once in effect.
+
+One transaction per batch writes every CDR (unique on uniqueid + leg) and adds each call's
+three prices to curcredit and to the lifetime totals of its clid, group and reseller. A call
+whose CDR is already in MySQL is skipped (a replayed job, or another worker that got there
+first), so delivering a call twice changes nothing. Only after the commit are the calls
+removed from Redis's `ended` and `meta` hashes: a crash in between leaves them there, and the
+next run finds their CDRs and only removes them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from lua.credit import CreditEngine
+from rating.money import from_micros
+from schema import AccountGroup, Cdr, Clid, Reseller
+
+log = logging.getLogger("asterbill.settle")
+LEG = "booth"
+
+
+@dataclass(frozen=True)
+class EndedCall:
+    """An ended record of Redis (`{rR}:ended`) with its meta text, parsed."""
+
+    call_id: str
+    reseller_id: int
+    clid_id: int
+    group_id: int
+    answer_ms: int
+    end_ms: int
+    billsec: int
+    prices: tuple[int, int, int]  # customer, callshop, reseller, micro-units
+    rate_ids: tuple[int, int, int]
+    cut: bool
+    meta: dict
+
+    @classmethod
+    def parse(cls, call_id: str, reseller_id: int, record: str, meta: str | None) -> EndedCall:
+        v = [int(x) for x in record.split(",")]
+        return cls(
+            call_id,
+            reseller_id,
+            v[0],
+            v[1],
+            v[2],
+            v[3],
+            v[4],
+            (v[5], v[6], v[7]),
+            (v[8], v[9], v[10]),
+            v[11] == 1,
+            json.loads(meta) if meta else {},
+        )
+
+
+@dataclass
+class SettleReport:
+    written: int = 0
+    already: int = 0
+
+
+def read_ended(engine: CreditEngine, reseller_id: int, limit: int = 1000) -> list[EndedCall]:
+    """Up to `limit` ended calls of one reseller tag, waiting for settlement."""
+    client, keys = engine.client, engine.keys
+    ids = []
+    for key in client.hscan_iter(keys.ended(reseller_id), count=limit):
+        ids.append(key[0].decode() if isinstance(key[0], bytes) else key[0])
+        if len(ids) >= limit:
+            break
+    if not ids:
+        return []
+    records = client.hmget(keys.ended(reseller_id), ids)
+    metas = client.hmget(keys.meta(reseller_id), ids)
+    return [
+        EndedCall.parse(i, reseller_id, r.decode(), m.decode() if m else None)
+        for i, r, m in zip(ids, records, metas, strict=True)
+        if r is not None
+    ]
+
+
+def settle(session: Session, calls: list[EndedCall]) -> SettleReport:
+    """Write the CDRs and balances of `calls` in the caller's transaction (commit after)."""
+    report = SettleReport()
+    if not calls:
+        return report
+    ids = [c.call_id for c in calls]
+    # Lock the rows of these calls that exist: a concurrent worker on the same calls waits
+    # here, then sees them and skips them.
+    existing = set(
+        session.scalars(
+            select(Cdr.uniqueid).where(Cdr.uniqueid.in_(ids), Cdr.leg == LEG).with_for_update()
+        )
+    )
+    fresh = [c for c in calls if c.call_id not in existing]
+    report.already = len(calls) - len(fresh)
+    if not fresh:
+        return report
+    session.execute(insert(Cdr.__table__), [cdr_row(c) for c in fresh])
+    add_to_balances(session, fresh)
+    report.written = len(fresh)
+    return report
+
+
+def cdr_row(c: EndedCall) -> dict:
+    m = c.meta
+    dialed = _at(m.get("dialed_us", c.answer_ms * 1000) // 1000)
+    flags = list(m.get("flags", [])) + ([m["review"]] if m.get("review") else [])
+    return {
+        "uniqueid": c.call_id,
+        "leg": LEG,
+        "linkedid": m.get("linkedid", ""),
+        "calldate": dialed,
+        "answered_at": _at(c.answer_ms),
+        "ended_at": _at(c.end_ms),
+        "src": m.get("src", ""),
+        "dst": m.get("dst", ""),
+        "channel": m.get("channel", ""),
+        "dstchannel": m.get("dstchannel", ""),
+        "accountcode": m.get("accountcode", ""),
+        "clid_id": c.clid_id,
+        "group_id": c.group_id,
+        "reseller_id": c.reseller_id,
+        "duration": max(0, (c.end_ms - dialed_ms(m, c)) // 1000),
+        "billsec": c.billsec,
+        "disposition": "ANSWERED",
+        "hangup_cause": m.get("hangup_cause"),
+        "hangup_cause_text": (m.get("hangup_cause_text") or "")[:64],
+        "destination": (m.get("destination") or "")[:100],
+        "customer_rate_id": c.rate_ids[0] or None,
+        "callshop_rate_id": c.rate_ids[1] or None,
+        "reseller_rate_id": c.rate_ids[2] or None,
+        "credit": from_micros(c.prices[0]),
+        "callshop_credit": from_micros(c.prices[1]),
+        "reseller_credit": from_micros(c.prices[2]),
+        "review_reason": ",".join(flags)[:64],
+        "settled_at": datetime.now(UTC).replace(tzinfo=None),
+    }
+
+
+def dialed_ms(meta: dict, c: EndedCall) -> int:
+    return int(meta.get("dialed_us", c.answer_ms * 1000)) // 1000
+
+
+def add_to_balances(session: Session, calls: list[EndedCall]) -> None:
+    """curcredit += the level's own price; credit_* += all three prices, per level."""
+    sums: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for c in calls:
+        for level in ((Clid, c.clid_id), (AccountGroup, c.group_id), (Reseller, c.reseller_id)):
+            total = sums[level]
+            for i in range(3):
+                total[i] += c.prices[i]
+    own = {Clid: 0, AccountGroup: 1, Reseller: 2}
+    for (model, level_id), (p_clid, p_group, p_reseller) in sums.items():
+        mine = (p_clid, p_group, p_reseller)[own[model]]
+        session.execute(
+            update(model)
+            .where(model.id == level_id)
+            .values(
+                curcredit=model.curcredit + from_micros(mine),
+                credit_clid=model.credit_clid + from_micros(p_clid),
+                credit_group=model.credit_group + from_micros(p_group),
+                credit_reseller=model.credit_reseller + from_micros(p_reseller),
+            )
+        )
+
+
+def forget_settled(engine: CreditEngine, reseller_id: int, call_ids: list[str]) -> None:
+    """After the commit: the calls are in MySQL; Redis no longer needs to keep them."""
+    if call_ids:
+        pipe = engine.client.pipeline(transaction=True)
+        pipe.hdel(engine.keys.ended(reseller_id), *call_ids)
+        pipe.hdel(engine.keys.meta(reseller_id), *call_ids)
+        pipe.execute()
+
+
+def settle_pending(
+    factory, engine: CreditEngine, reseller_id: int, limit: int = 1000, attempts: int = 3
+) -> SettleReport:
+    """One batch: read from Redis, write to MySQL in one transaction, then forget in Redis.
+
+    Two workers on the same calls: one commits, the other fails on the unique key (or is
+    chosen as a deadlock victim), rolls back, and on its next attempt finds the CDRs."""
+    calls = read_ended(engine, reseller_id, limit)
+    for attempt in range(1, attempts + 1):
+        try:
+            with factory() as session, session.begin():
+                report = settle(session, calls)
+            break
+        except (IntegrityError, OperationalError) as exc:
+            if attempt == attempts:
+                raise
+            log.warning(
+                "settlement of %d calls retried (%s)", len(calls), str(exc.orig).splitlines()[0]
+            )
+    forget_settled(engine, reseller_id, [c.call_id for c in calls])
+    if calls:
+        log.info(
+            "reseller %d: %d CDRs written, %d already settled",
+            reseller_id,
+            report.written,
+            report.already,
+        )
+    return report
+
+
+def _at(ms: int) -> datetime:
+    """Milliseconds since the epoch as a naive UTC datetime, exactly."""
+    return EPOCH + timedelta(milliseconds=ms)
+
+
+EPOCH = datetime(1970, 1, 1)
