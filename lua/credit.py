@@ -360,9 +360,10 @@ class CreditEngine:
             v[8] == "1",
         )
 
-    def resellers_with_calls(self) -> list[int]:
-        """Reseller ids whose tag has live calls (SCAN: for start-up and resync, not hot)."""
-        pattern = f"{self.keys.prefix}:{{r*}}:calls"
+    def resellers_with_calls(self, kind: str = "calls") -> list[int]:
+        """Reseller ids whose tag has live (`calls`) or unsettled (`ended`) calls. SCAN: for
+        start-up, resync and settlement sweeps, never on the per-call path."""
+        pattern = f"{self.keys.prefix}:{{r*}}:{kind}"
         out = []
         for key in self.client.scan_iter(match=pattern, count=1000):
             tag = _text(key)[len(self.keys.prefix) + 3 :].split("}", 1)[0]

@@ -143,3 +143,23 @@ def test_two_workers_on_the_same_calls_settle_them_once(ledger):
         total = session.scalar(select(func.sum(Cdr.credit)))
     clid, _, _ = balances(factory, payer)
     assert clid.curcredit == total
+
+
+def test_the_settle_command_sweeps_every_reseller(ledger, fresh_mysql_url, key_prefix, tmp_path):
+    from tests.test_cli import run
+
+    factory, credit, payer = ledger
+    place_calls(credit, payer, [10, 20, 70])
+    env = {
+        "DATABASE_URL": fresh_mysql_url,
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "ASTERBILL_KEY_PREFIX": key_prefix,
+    }
+
+    first = run("settle", env=env, cwd=tmp_path)
+    again = run("settle", env=env, cwd=tmp_path)
+
+    assert first.returncode == 0, first.stderr
+    assert "settled 3 call(s)" in first.stdout and "settled 0 call(s)" in again.stdout
+    with factory() as session:
+        assert session.scalar(select(func.count()).select_from(Cdr)) == 3

@@ -218,3 +218,16 @@ def _at(ms: int) -> datetime:
 
 
 EPOCH = datetime(1970, 1, 1)
+
+
+def settle_all(factory, engine: CreditEngine, limit: int = 1000) -> SettleReport:
+    """Settle every reseller's ended calls until none is waiting."""
+    total = SettleReport()
+    for reseller_id in engine.resellers_with_calls("ended"):
+        while True:
+            report = settle_pending(factory, engine, reseller_id, limit)
+            total.written += report.written
+            total.already += report.already
+            if report.written + report.already < limit:
+                break
+    return total
