@@ -168,13 +168,14 @@ class CreditEngine:
         locked: bool = False,
         deposit: int | None = None,
         multiples: tuple[int, int, int] = (10_000, 10_000, 10_000),
+        used: tuple[int, int, int] = (0, 0, 0),
     ) -> None:
         """Create the three levels of a payer if missing, and set their configuration.
 
         `limits` maps "clid" / "group" / "reseller" to (limit type, credit limit);
         `multiples` are the group's customer and callshop multiples and the reseller's
-        multiple, in 1e-4. Balances (used, unbilled, totals) are created at 0 and never
-        overwritten here."""
+        multiple, in 1e-4. Balances are created (used from `used`: clid, group, reseller, as
+        MySQL has them; unbilled and totals at 0) and never overwritten here."""
         key = self.keys.balances(payer.reseller_id)
         prefixes = {
             "clid": f"c{payer.clid_id}",
@@ -185,7 +186,8 @@ class CreditEngine:
         for name, prefix in prefixes.items():
             limit_type, limit = (limits or {}).get(name, ("none", 0))
             pipe.hset(key, mapping={f"{prefix}.type": limit_type, f"{prefix}.limit": limit})
-            for attr in ("used", "tot_c", "tot_g", "tot_r"):
+            pipe.hsetnx(key, f"{prefix}.used", used[list(prefixes).index(name)])
+            for attr in ("tot_c", "tot_g", "tot_r"):
                 pipe.hsetnx(key, f"{prefix}.{attr}", 0)
         pipe.hsetnx(key, f"c{payer.clid_id}.unbilled", 0)
         pipe.hset(

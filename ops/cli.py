@@ -72,9 +72,21 @@ def register_commands() -> None:
     from ops.cli_listener import listener, pbx_sim
     from ops.cli_rates import rates
     from ops.cli_run import embedded_redis, run, web
+    from ops.cli_seed import seed_command
     from ops.cli_settle import settle
 
-    for command in (db, create_admin, rates, run, web, embedded_redis, listener, pbx_sim, settle):
+    for command in (
+        db,
+        create_admin,
+        rates,
+        run,
+        web,
+        embedded_redis,
+        listener,
+        pbx_sim,
+        settle,
+        seed_command,
+    ):
         cli.add_command(command)
 
 

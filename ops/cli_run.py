@@ -11,6 +11,7 @@ import click
 from ops.cli import settings_of
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEMO_SEED = PROJECT_ROOT / "ops" / "demo" / "seed.yaml"
 
 
 @click.command()
@@ -41,6 +42,11 @@ def run(ctx: click.Context, procfile: Path) -> None:
     migrate.upgrade(engine)
     click.echo(f"database {describe_url(engine)} migrated to {migrate.current_revision(engine)}")
     engine.dispose()
+    if settings.ami_embedded:
+        from ops.cli_seed import seed_file
+
+        counts, _ = seed_file(settings, DEMO_SEED, redis_too=False)
+        click.echo(f"demo tenant seeded from {DEMO_SEED.name}: {counts}")
 
     # Children see the resolved URLs, so every process talks to the same servers, and find
     # this virtualenv's `asterbill` first on PATH even when it was not activated.

@@ -18,8 +18,13 @@ from ops.cli import settings_of
     default=None,
     help="Keep settling every this many seconds (a long-running process).",
 )
+@click.option(
+    "--provision",
+    is_flag=True,
+    help="First push MySQL's configuration (levels, payers, rates) into Redis.",
+)
 @click.pass_context
-def settle(ctx: click.Context, every: float | None) -> None:
+def settle(ctx: click.Context, every: float | None, provision: bool) -> None:
     """Settle ended calls into MySQL, exactly once in effect (safe to run anywhere, twice)."""
     from lua.credit import CreditEngine
     from lua.keys import Keys
@@ -37,6 +42,13 @@ def settle(ctx: click.Context, every: float | None) -> None:
     redis_server.wait_until_up(client, log)
     credit = CreditEngine(client, Keys(settings.key_prefix))
     factory = session_factory(engine)
+    if provision:
+        from rating.book import RedisRateBook
+        from workers.provision import provision_redis
+
+        with factory() as session:
+            clids = provision_redis(session, credit, RedisRateBook(client, credit.keys))
+        log.info("pushed %d clid(s) and the rate books into Redis", clids)
     while True:
         report = settle_all(factory, credit)
         if every is None:

@@ -1,0 +1,79 @@
+"""`asterbill seed`: a tenant tree from a file, idempotent, all or nothing, pushed to Redis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from lua.credit import CreditEngine, Payer
+from lua.keys import Keys
+from ops.errors import InvalidInput
+from rating.book import RedisRateBook
+from schema import AccountGroup, Clid, CustomerRate, Reseller, migrate
+from schema.db import make_engine, session_factory
+from workers.provision import load_seed, provision_redis, seed
+
+DEMO = Path(__file__).resolve().parents[1] / "ops" / "demo" / "seed.yaml"
+
+
+@pytest.fixture
+def factory(fresh_mysql_url):
+    engine = make_engine(fresh_mysql_url)
+    migrate.upgrade(engine)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+def counts(factory):
+    with factory() as s:
+        return tuple(
+            s.scalar(select(func.count()).select_from(m))
+            for m in (Reseller, AccountGroup, Clid, CustomerRate)
+        )
+
+
+def test_the_demo_seeds_twice_without_duplicates_and_reaches_redis(
+    factory, redis_server, key_prefix
+):
+    data = load_seed(DEMO)
+    for _ in range(2):
+        with factory() as session, session.begin():
+            seed(session, data, DEMO.parent)
+    assert counts(factory) == (1, 1, 5, 4)
+
+    keys = Keys(key_prefix)
+    credit, book = CreditEngine(redis_server, keys), RedisRateBook(redis_server, keys)
+    with factory() as session:
+        assert provision_redis(session, credit, book) == 5
+    payer = credit.find_payer("8003")
+    assert isinstance(payer, Payer)
+    booth = credit.level(payer.reseller_id, "clid", payer.clid_id)
+    assert (booth.limit_type, booth.limit) == ("prepaid", 500_000)
+    group = credit.level(payer.reseller_id, "group", payer.group_id)
+    assert (group.limit_type, group.limit) == ("prepaid", 300_000_000)
+    auth, _, pricing = credit.admit("8001", "00493012345678", book)
+    assert auth.allowed and pricing.customer.destination == "Germany"
+    assert pricing.callshop.per_minute == 80_000 and pricing.reseller.per_minute == 50_000
+    deposit = credit.level(payer.reseller_id, "clid", credit.find_payer("8005").clid_id)
+    assert deposit.deposit == 2_000_000
+
+
+def test_a_bad_entry_seeds_nothing(factory, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(DEMO.read_text().replace('credit_limit: "0.5"', 'credit_limit: "-1"'))
+    with (
+        pytest.raises(InvalidInput, match="clid 8003 credit_limit"),
+        factory() as session,
+        session.begin(),
+    ):
+        seed(session, load_seed(bad), tmp_path)
+    assert counts(factory) == (0, 0, 0, 0)
+
+
+def test_a_file_that_is_not_a_tree_is_refused(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text("- just\n- a list\n")
+    with pytest.raises(InvalidInput, match="expected a mapping"):
+        load_seed(path)

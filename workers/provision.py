@@ -1,0 +1,174 @@
+"""Tenant trees from a file (`asterbill seed`) and their configuration pushed into Redis.
+
+A seed file (YAML or JSON) lists resellers, their groups (callshops) and clids (booths), with
+limits and limit types, and rate rows inline or from rate files. Seeding is idempotent: rows
+are found by name (resellers, groups) or number (clids) and updated, never duplicated; rates
+are imported with replace. Everything lands in one MySQL transaction, then Redis gets the
+levels, payers and rate books (`provision_redis`).
+"""
+
+from __future__ import annotations
+
+import secrets
+from decimal import Decimal
+from pathlib import Path
+
+import yaml
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from lua.credit import CreditEngine, Payer
+from ops.errors import InvalidInput
+from rating import ratefiles
+from rating.book import RedisRateBook
+from rating.money import parse_decimal, stored_micros, to_multiple
+from rating.store import Target, import_rates, sync_all
+from schema import AccountGroup, Clid, Reseller
+from schema.base import LIMIT_TYPES
+
+LEVEL_FIELDS = ("limit_type", "credit_limit")
+
+
+def load_seed(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())  # JSON is YAML too
+    except (OSError, yaml.YAMLError) as exc:
+        raise InvalidInput(f"{path.name} could not be read: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{path.name}: expected a mapping with `resellers` and `rates`")
+    return data
+
+
+def seed(session: Session, data: dict, base_dir: Path) -> dict[str, int]:
+    """Create or update the tree in `data`; returns counts. InvalidInput names the entry."""
+    counts = {"resellers": 0, "groups": 0, "clids": 0, "rates": 0}
+    for r in data.get("resellers") or []:
+        reseller = _upsert(session, Reseller, "name", _text(r, "name", "reseller"))
+        _level(reseller, r, f"reseller {reseller.name}")
+        if "multiple" in r:
+            reseller.multiple = Decimal(to_multiple(str(r["multiple"]))) / 10_000
+        counts["resellers"] += 1
+        for g in r.get("groups") or []:
+            name = _text(g, "name", "group")
+            group = _upsert(session, AccountGroup, "name", name, reseller=reseller)
+            if group.reseller_id not in (None, reseller.id) and group.reseller is not reseller:
+                raise InvalidInput(f"group {name} belongs to another reseller")
+            group.reseller = reseller
+            group.title = str(g.get("title", group.title or ""))[:120]
+            group.tagline = str(g.get("tagline", group.tagline or ""))[:200]
+            for key in ("customer_multiple", "group_multiple"):
+                if key in g:
+                    setattr(group, key, Decimal(to_multiple(str(g[key]))) / 10_000)
+            _level(group, g, f"group {name}")
+            counts["groups"] += 1
+            for c in g.get("clids") or []:
+                number = _text(c, "clid", f"clid of group {name}")
+                clid = session.scalar(select(Clid).where(Clid.clid == number))
+                if clid is None:
+                    clid = Clid(clid=number, pin=_new_pin(session), group=group)
+                    session.add(clid)
+                clid.group = group
+                clid.display = str(c.get("display", clid.display or number))[:60]
+                clid.kind = str(c.get("kind", clid.kind or "booth"))
+                clid.locked = bool(c.get("locked", False))
+                deposit = c.get("deposit")
+                clid.deposit = (
+                    None
+                    if deposit is None
+                    else parse_decimal(str(deposit), 6, f"deposit of clid {number}")
+                )
+                _level(clid, c, f"clid {number}")
+                counts["clids"] += 1
+    session.flush()
+    for entry in data.get("rates") or []:
+        counts["rates"] += _seed_rates(session, entry, base_dir)
+    return counts
+
+
+def _seed_rates(session: Session, entry: dict, base_dir: Path) -> int:
+    table = _text(entry, "table", "rates entry")
+    reseller_id = group_id = 0
+    if entry.get("reseller"):
+        reseller = session.scalar(select(Reseller).where(Reseller.name == entry["reseller"]))
+        if reseller is None:
+            raise InvalidInput(f"rates: unknown reseller {entry['reseller']!r}")
+        reseller_id = reseller.id
+    if entry.get("group"):
+        group = session.scalar(select(AccountGroup).where(AccountGroup.name == entry["group"]))
+        if group is None:
+            raise InvalidInput(f"rates: unknown group {entry['group']!r}")
+        group_id = group.id
+    if "file" in entry:
+        rows = ratefiles.mapped_rows(
+            ratefiles.read_cells(base_dir / entry["file"]), entry.get("map") or {}
+        )
+    else:
+        rows = (
+            (n, {k: str(v) for k, v in row.items()})
+            for n, row in enumerate(entry.get("rows") or [], start=1)
+        )
+    report = import_rates(session, Target(table, reseller_id, group_id), rows, replace=True)
+    return report.inserted + report.updated
+
+
+def provision_redis(session: Session, engine: CreditEngine, book: RedisRateBook) -> int:
+    """Push every clid's levels (limits, types, lock, deposit, multiples) and payer key, and
+    the whole rate book, into Redis. Balances already in Redis are kept; missing ones start
+    from MySQL's curcredit. Returns the number of clids."""
+    count = 0
+    for clid in session.scalars(select(Clid)):
+        group, reseller = clid.group, clid.group.reseller
+        levels = {"clid": clid, "group": group, "reseller": reseller}
+        engine.provision(
+            Payer(reseller.id, group.id, clid.id),
+            limits={k: (v.limit_type, stored_micros(v.creditlimit)) for k, v in levels.items()},
+            payer_key=clid.clid,
+            locked=clid.locked,
+            deposit=None if clid.deposit is None else stored_micros(clid.deposit),
+            multiples=(
+                to_multiple(group.customer_multiple),
+                to_multiple(group.group_multiple),
+                to_multiple(reseller.multiple),
+            ),
+            used=(
+                stored_micros(clid.curcredit),
+                stored_micros(group.curcredit),
+                stored_micros(reseller.curcredit),
+            ),
+        )
+        count += 1
+    sync_all(session, book)
+    return count
+
+
+def _upsert(session: Session, model, key: str, value: str, **create):
+    row = session.scalar(select(model).where(getattr(model, key) == value))
+    if row is None:
+        row = model(**{key: value}, **create)
+        session.add(row)
+    return row
+
+
+def _level(row, spec: dict, what: str) -> None:
+    limit_type = str(spec.get("limit_type", row.limit_type or "none"))
+    if limit_type not in LIMIT_TYPES:
+        raise InvalidInput(
+            f"{what}: limit_type {limit_type!r} is not one of {', '.join(LIMIT_TYPES)}"
+        )
+    row.limit_type = limit_type
+    if "credit_limit" in spec:
+        row.creditlimit = parse_decimal(str(spec["credit_limit"]), 6, f"{what} credit_limit")
+
+
+def _text(spec: dict, key: str, what: str) -> str:
+    value = spec.get(key) if isinstance(spec, dict) else None
+    if value is None or str(value).strip() == "":
+        raise InvalidInput(f"{what}: `{key}` is required")
+    return str(value).strip()
+
+
+def _new_pin(session: Session, digits: int = 12) -> str:
+    while True:
+        pin = "".join(secrets.choice("0123456789") for _ in range(digits))
+        if session.scalar(select(Clid.id).where(Clid.pin == pin)) is None:
+            return pin
