@@ -42,7 +42,8 @@ def run(ctx: click.Context, procfile: Path) -> None:
     migrate.upgrade(engine)
     click.echo(f"database {describe_url(engine)} migrated to {migrate.current_revision(engine)}")
     engine.dispose()
-    if settings.ami_embedded:
+    if settings.ami_embedded and settings.database_embedded:
+        # Only into the embedded database: never put a demo tenant into a real one.
         from ops.cli_seed import seed_file
 
         counts, _ = seed_file(settings, DEMO_SEED, redis_too=False)

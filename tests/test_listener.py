@@ -58,12 +58,14 @@ def rig(redis_server, key_prefix) -> Rig:
     return Rig(engine, book)
 
 
-async def run_with(rig: Rig, key_prefix: str, feed, settle: float = 1.5, **extra) -> Listener:
+async def run_with(
+    rig: Rig, key_prefix: str, feed, settle: float = 1.5, biller=Biller, errors: int = 0, **extra
+) -> Listener:
     """Start the simulator and the listener, run `feed(server)`, let the last events in."""
     server = pbx_sim.AmiServer("billing", "s3cret")
     port = await server.start("127.0.0.1", 0)
     settings = settings_for(port, key_prefix, **extra)
-    listener = Listener(settings, Biller(rig.engine, rig.book, settings))
+    listener = Listener(settings, biller(rig.engine, rig.book, settings))
     task = asyncio.create_task(listener.run())
     try:
         await asyncio.wait_for(listener.logged_in.wait(), 10)
@@ -76,7 +78,7 @@ async def run_with(rig: Rig, key_prefix: str, feed, settle: float = 1.5, **extra
             await task
         listener.close()
         await server.close()
-    assert listener.stats.errors == 0
+    assert listener.stats.errors == errors
     return listener
 
 
@@ -244,22 +246,12 @@ def test_one_failing_call_never_stops_the_others(rig, key_prefix):
         pbx_sim.CallPlan("8007", "00493012345678", ring=0.3, talk=0.5),
     ]
 
-    async def scenario():
-        server = pbx_sim.AmiServer("billing", "s3cret")
-        port = await server.start("127.0.0.1", 0)
-        settings = settings_for(port, key_prefix)
-        listener = Listener(settings, FailingOnce(rig.engine, rig.book, settings))
-        task = asyncio.create_task(listener.run())
-        await asyncio.wait_for(listener.logged_in.wait(), 10)
+    async def feed(server):
         await pbx_sim.run_generator(server, plans, cps=0)
-        await asyncio.sleep(0.5)
-        await listener.queue.join()
-        task.cancel()
-        listener.close()
-        await server.close()
-        return listener
 
-    listener = asyncio.run(scenario())
+    listener = asyncio.run(
+        run_with(rig, key_prefix, feed, settle=0.5, biller=FailingOnce, errors=1)
+    )
     assert listener.stats.errors == 1
     [record] = ended_records(rig).values()
     assert record[0] == 8007  # the other booth's call was billed
