@@ -17,6 +17,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+import redis
 from panoramisk import Manager
 
 from ami_listener.billing import Biller, HangupRequest
@@ -26,6 +27,7 @@ from ops.settings import Settings
 log = logging.getLogger("asterbill.listener")
 RESYNC = "asterbill:resync"  # a queue item that is not an AMI event
 MAX_SLEEP_S = 0.5  # wake at least this often to pick up new calls' boundaries
+RETRY_FIRST_S, RETRY_MAX_S = 0.1, 5.0  # backoff while Redis does not answer
 
 
 @dataclass
@@ -33,6 +35,7 @@ class Stats:
     events: int = 0
     errors: int = 0
     hangups_sent: int = 0
+    retries: int = 0
     # How late the scheduler woke for a boundary (ms after due - guard), and how long a
     # Hangup took from the cut to Asterisk's answer; the last samples only, for benchmarks.
     wake_lag_ms: deque = field(default_factory=lambda: deque(maxlen=100_000))
@@ -134,7 +137,7 @@ class Listener:
                     continue
                 for step in self.tracker.feed(event, received_us):
                     step.call.seen_at = step.call.seen_at or seq
-                    request = await asyncio.to_thread(self._bill, step)
+                    request = await self._bill_until_done(step)
                     if isinstance(step, Answered):
                         self.wake.set()
                     if request is not None:
@@ -163,6 +166,24 @@ class Listener:
             self.tracker.adopt(call)
         self.resyncs += 1
         self.wake.set()
+
+    async def _bill_until_done(self, step) -> HangupRequest | None:
+        """Redis unreachable: wait and retry the same step, holding the queue, so no call
+        loses a step and every call keeps its order (the steps are idempotent)."""
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                return await asyncio.to_thread(self._bill, step)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                self.stats.retries += 1
+                log.warning(
+                    "Redis unreachable while billing call %s (%s); retrying in %.1f s",
+                    step.call.call_id,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
 
     def _bill(self, step) -> HangupRequest | None:
         if isinstance(step, Dialed):

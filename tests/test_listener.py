@@ -292,3 +292,38 @@ def test_garbage_on_the_wire_is_survived(rig, key_prefix):
     [record] = ended_records(rig).values()
     assert record[4] == 1 and record[5] == price(1, 10_000, PER_MINUTE)
     assert listener.tracker.counters.ignored >= 1
+
+
+def test_a_redis_outage_delays_billing_but_loses_no_step(rig, key_prefix):
+    """The answer and the end fail twice each as if Redis were down: the listener waits,
+    retries in order, and the call is billed exactly once."""
+    import redis
+
+    class Flaky(Biller):
+        def __init__(self, *args):
+            super().__init__(*args)
+            self.failures = {"answer": 2, "end": 2}
+
+        def _fail(self, what):
+            if self.failures[what]:
+                self.failures[what] -= 1
+                raise redis.ConnectionError("connection refused (simulated outage)")
+
+        def on_answered(self, call):
+            self._fail("answer")
+            return super().on_answered(call)
+
+        def on_ended(self, call):
+            self._fail("end")
+            return super().on_ended(call)
+
+    async def feed(server):
+        plan = pbx_sim.CallPlan("8009", "00493012345678", ring=0.2, talk=1.3)
+        await pbx_sim.run_generator(server, [plan], cps=0)
+
+    listener = asyncio.run(run_with(rig, key_prefix, feed, settle=1.0, biller=Flaky))
+
+    assert listener.stats.retries == 4
+    [record] = ended_records(rig).values()
+    assert record[0] == 8009 and record[5] == price(record[4], 10_000, PER_MINUTE)
+    assert rig.engine.level(1, "clid", 8009).used == record[5]
