@@ -122,6 +122,7 @@ class Biller:
             call.ended_us // 1000,
             call.billsec,
             meta=self._meta(call, billed),
+            short_call_seconds=self.settings.short_call_seconds,
         )
         log.info(
             "call %s ended: billsec %d, prices %d/%d/%d micro",

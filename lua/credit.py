@@ -293,12 +293,19 @@ class CreditEngine:
         return DueBatch(int(reply[0]), int(reply[1]), cut)
 
     def end(
-        self, call_id: str, reseller_id: int, end_ms: int, billsec: int, meta: str = ""
+        self,
+        call_id: str,
+        reseller_id: int,
+        end_ms: int,
+        billsec: int,
+        meta: str = "",
+        short_call_seconds: int = 0,
     ) -> Ended:
+        """`short_call_seconds`: answered calls this short cost the customer nothing."""
         reply = _call(
             self.scripts.end_call,
             [*self._call_keys(reseller_id), self.keys.meta(reseller_id)],
-            [reseller_id, call_id, end_ms, billsec, meta],
+            [reseller_id, call_id, end_ms, billsec, meta, short_call_seconds],
         )
         return Ended(Outcome(_text(reply[0])), int(reply[1]), int(reply[2]), int(reply[3]))
 

@@ -8,7 +8,9 @@
   KEYS[5]: meta hash (call id -> the listener's description of the call).
   ARGV[1]: reseller id; ARGV[2]: call id; ARGV[3]: hangup time (ms since the epoch);
   ARGV[4]: billsec (whole seconds from answer to hangup, rounded down, as Asterisk's CDR);
-  ARGV[5]: optional meta text replacing the one given at answer (adds the hangup cause).
+  ARGV[5]: optional meta text replacing the one given at answer (adds the hangup cause);
+  ARGV[6]: optional short-call rule: answered calls of at most this many seconds cost the
+           customer nothing (0 or absent: every call is charged).
   Returns {"OK", final_c, final_g, final_r} or {"ALREADY", final_c, final_g, final_r}.
   Ended record (KEYS[4], field = call id): clid, group, answer_ms, end_ms, billsec, final_c,
   final_g, final_r, rate id c, rate id g, rate id r, status (1 = was cut).
@@ -46,6 +48,8 @@ for i = 1, 3 do
   finals[i] = levelPrice(call.lv[i], billsec)
   if finals[i] == nil then return redis.error_reply("ERR_PRICE_OVERFLOW " .. id) end
 end
+local shortCall = tonumber(ARGV[6] or "0") or 0
+if shortCall > 0 and billsec <= shortCall then finals[1] = 0 end
 for i = 1, 3 do
   bal:add(ids[i] .. ".used", finals[i] - call.lv[i].paid)
   bal:add(ids[i] .. ".tot_c", finals[1])

@@ -354,3 +354,18 @@ def test_the_ended_call_keeps_what_settlement_needs(engine):
         "0",
     ]
     assert b'"cause": 16' in engine.client.hget(engine.keys.meta(1), "c1")
+
+
+def test_the_short_call_rule_frees_the_customer_only(engine):
+    engine.provision(PAYER, limits={"clid": ("prepaid", 1_000_000)})
+    engine.answer("short", PAYER, PRICING, T0)
+    engine.answer("long", PAYER, PRICING, T0)
+    assert engine.level(1, "clid", 100).used == 800_000  # both paid their first block
+
+    short = engine.end("short", 1, T0 + 5_400, 5, short_call_seconds=5)
+    long = engine.end("long", 1, T0 + 6_400, 6, short_call_seconds=5)
+
+    assert (short.customer, short.callshop, short.reseller) == (0, 120_000, 60_000)
+    assert long.customer == 400_000
+    clid = engine.level(1, "clid", 100)
+    assert (clid.used, clid.unbilled) == (400_000, 400_000)  # the short call was refunded
