@@ -71,6 +71,7 @@ def register_commands() -> None:
     from ops.cli_db import create_admin, db
     from ops.cli_listener import listener, pbx_sim
     from ops.cli_rates import rates
+    from ops.cli_reconcile import reconcile
     from ops.cli_run import embedded_redis, run, web
     from ops.cli_seed import seed_command
     from ops.cli_settle import settle
@@ -86,6 +87,7 @@ def register_commands() -> None:
         pbx_sim,
         settle,
         seed_command,
+        reconcile,
     ):
         cli.add_command(command)
 

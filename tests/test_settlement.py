@@ -163,3 +163,41 @@ def test_the_settle_command_sweeps_every_reseller(ledger, fresh_mysql_url, key_p
     assert "settled 3 call(s)" in first.stdout and "settled 0 call(s)" in again.stdout
     with factory() as session:
         assert session.scalar(select(func.count()).select_from(Cdr)) == 3
+
+
+def test_reconcile_finds_no_drift_while_calls_run_and_after_settlement(ledger):
+    from workers.reconcile import check
+
+    factory, credit, payer = ledger
+    place_calls(credit, payer, [61, 130])  # ended, not yet settled
+    credit.answer("running", payer, Pricing(DE, BUY, OWNER), T0)  # still talking
+    with factory() as session:
+        assert check(session, credit) == []
+    settle_pending(factory, credit, payer.reseller_id)
+    with factory() as session:
+        assert check(session, credit) == []
+
+
+def test_reconcile_reports_drift_to_the_micro_unit(ledger, fresh_mysql_url, key_prefix, tmp_path):
+    from tests.test_cli import run
+
+    factory, credit, payer = ledger
+    place_calls(credit, payer, [61])
+    settle_pending(factory, credit, payer.reseller_id)
+    with factory() as session, session.begin():
+        session.get(AccountGroup, payer.group_id).curcredit += Decimal("0.000001")
+    env = {
+        "DATABASE_URL": fresh_mysql_url,
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "ASTERBILL_KEY_PREFIX": key_prefix,
+    }
+
+    result = run("reconcile", "--check", env=env, cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert f"DRIFT group {payer.group_id}: MySQL curcredit is 0.240001, expected 0.240000" in (
+        result.stdout
+    )
+    assert f"DRIFT group {payer.group_id}: Redis used is 0.240000, expected 0.240001" in (
+        result.stdout
+    )
