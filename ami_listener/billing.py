@@ -51,7 +51,9 @@ class Biller:
         self.billed: dict[str, Billed] = {}  # live calls being billed, by call id
         self.channels: dict[str, str] = {}  # call id -> booth channel (to hang it up)
         self.resellers: dict[int, int] = {}  # reseller id -> live answered calls
-        self.unbilled: list[Call] = []  # ended calls nobody pays for (settled later)
+        # Ended calls nobody pays for (unknown payer, refused, unanswered): counted only;
+        # writing them as CDRs is settlement's job (issue 6), not memory's.
+        self.unbilled_calls = 0
 
     def on_dialed(self, call: Call) -> HangupRequest | None:
         number = strip_number(call.number, self.settings.strip_prefixes)
@@ -110,7 +112,7 @@ class Biller:
         billed = self.billed.pop(call.call_id, None)
         self.channels.pop(call.call_id, None)
         if billed is None or not billed.answered:
-            self.unbilled.append(call)
+            self.unbilled_calls += 1
             return
         reseller = billed.payer.reseller_id
         self.resellers[reseller] -= 1
