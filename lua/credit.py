@@ -134,6 +134,13 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def parse_call_state(value) -> list[int]:
+    """A `{rR}:calls` value (README, Redis keys): its changing part (clid, group, answer_ms,
+    status, paid and covered per level) followed by its constant part (rates, multiples)."""
+    dynamic, _, static = _text(value).partition(";")
+    return [int(x) for x in dynamic.split(",") + static.split(",")]
+
+
 def _call(script, keys, args, client=None):
     try:
         return script(keys=keys, args=args, client=client)
@@ -386,12 +393,11 @@ class CreditEngine:
         metas = self.client.hmget(self.keys.meta(reseller_id), ids) if ids else []
         return {i: (_text(m) if m is not None else "") for i, m in zip(ids, metas, strict=True)}
 
-    def _state(self, reseller_id: int, call_id: str) -> list[str]:
+    def _state(self, reseller_id: int, call_id: str) -> list[int]:
         value = self.client.hget(self.keys.calls(reseller_id), call_id)
         if value is None:
             raise CreditError("ERR_UNKNOWN_CALL", call_id)
-        dynamic, _, static = _text(value).partition(";")
-        return dynamic.split(",") + static.split(",")
+        return parse_call_state(value)
 
     def answer_ms(self, reseller_id: int, call_id: str) -> int:
         return int(self._state(reseller_id, call_id)[2])
@@ -401,7 +407,7 @@ class CreditEngine:
         return Payer(reseller_id, int(v[1]), int(v[0]))
 
     def pricing_of(self, reseller_id: int, call_id: str) -> Pricing:
-        v = [int(x) for x in self._state(reseller_id, call_id)[10:]]
+        v = self._state(reseller_id, call_id)[10:]
         rates = [Rate(v[o], v[o + 1], v[o + 2], v[o + 3], v[o + 4]) for o in (0, 6, 12)]
         return Pricing(*rates, v[5], v[11], v[17])
 
@@ -410,5 +416,13 @@ class CreditEngine:
         value = self.client.hget(self.keys.calls(reseller_id), call_id)
         if value is None:
             return None
-        v = _text(value).split(";")[0].split(",")
-        return int(v[4]), int(v[6]), int(v[8])
+        v = parse_call_state(value)
+        return v[4], v[6], v[8]
+
+    def paid_by_live_calls(self, reseller_id: int) -> list[tuple[int, int, tuple[int, ...]]]:
+        """(clid id, group id, paid at clid / group / reseller) of every running call."""
+        out = []
+        for value in self.client.hvals(self.keys.calls(reseller_id)):
+            v = parse_call_state(value)
+            out.append((v[0], v[1], (v[4], v[6], v[8])))
+        return out

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from lua.credit import CreditEngine, CreditError
 from rating.money import format_micros, stored_micros
 from schema import AccountGroup, Cdr, Clid, Reseller
+from workers.settle import read_ended
 
 LEVELS = (
     ("clid", Clid, Cdr.clid_id, 0),
@@ -94,22 +95,19 @@ def check(session: Session, engine: CreditEngine | None = None) -> list[Drift]:
 def _redis_pending(engine: CreditEngine) -> dict[tuple[str, int], int]:
     """Per level: what running calls have paid plus ended calls not yet settled."""
     out: dict[tuple[str, int], int] = defaultdict(int)
-    client, keys = engine.client, engine.keys
     for reseller_id in set(engine.resellers_with_calls("calls")) | set(
         engine.resellers_with_calls("ended")
     ):
-        for value in client.hvals(keys.calls(reseller_id)):
-            v = value.decode().split(";")[0].split(",")
-            clid, group = int(v[0]), int(v[1])
-            for (name, level_id), paid in zip(
-                (("clid", clid), ("group", group), ("reseller", reseller_id)),
-                (int(v[4]), int(v[6]), int(v[8])),
+        for clid, group, paid in engine.paid_by_live_calls(reseller_id):
+            for level, amount in zip(
+                (("clid", clid), ("group", group), ("reseller", reseller_id)), paid, strict=True
+            ):
+                out[level] += amount
+        for call in read_ended(engine, reseller_id, limit=None):
+            for level, amount in zip(
+                (("clid", call.clid_id), ("group", call.group_id), ("reseller", reseller_id)),
+                call.prices,
                 strict=True,
             ):
-                out[(name, level_id)] += paid
-        for value in client.hvals(keys.ended(reseller_id)):
-            v = [int(x) for x in value.decode().split(",")]
-            out[("clid", v[0])] += v[5]
-            out[("group", v[1])] += v[6]
-            out[("reseller", reseller_id)] += v[7]
+                out[level] += amount
     return out

@@ -68,13 +68,13 @@ class SettleReport:
     already: int = 0
 
 
-def read_ended(engine: CreditEngine, reseller_id: int, limit: int = 1000) -> list[EndedCall]:
-    """Up to `limit` ended calls of one reseller tag, waiting for settlement."""
+def read_ended(engine: CreditEngine, reseller_id: int, limit: int | None = 1000) -> list[EndedCall]:
+    """Up to `limit` (None: all) ended calls of one reseller tag, waiting for settlement."""
     client, keys = engine.client, engine.keys
     ids = []
-    for key in client.hscan_iter(keys.ended(reseller_id), count=limit):
+    for key in client.hscan_iter(keys.ended(reseller_id), count=limit or 1000):
         ids.append(key[0].decode() if isinstance(key[0], bytes) else key[0])
-        if len(ids) >= limit:
+        if limit is not None and len(ids) >= limit:
             break
     if not ids:
         return []
@@ -112,13 +112,13 @@ def settle(session: Session, calls: list[EndedCall]) -> SettleReport:
 
 def cdr_row(c: EndedCall) -> dict:
     m = c.meta
-    dialed = _at(m.get("dialed_us", c.answer_ms * 1000) // 1000)
+    dialed = dialed_ms(m, c)
     flags = list(m.get("flags", [])) + ([m["review"]] if m.get("review") else [])
     return {
         "uniqueid": c.call_id,
         "leg": LEG,
         "linkedid": m.get("linkedid", ""),
-        "calldate": dialed,
+        "calldate": _at(dialed),
         "answered_at": _at(c.answer_ms),
         "ended_at": _at(c.end_ms),
         "src": m.get("src", ""),
@@ -129,7 +129,7 @@ def cdr_row(c: EndedCall) -> dict:
         "clid_id": c.clid_id,
         "group_id": c.group_id,
         "reseller_id": c.reseller_id,
-        "duration": max(0, (c.end_ms - dialed_ms(m, c)) // 1000),
+        "duration": max(0, (c.end_ms - dialed) // 1000),
         "billsec": c.billsec,
         "disposition": "ANSWERED",
         "hangup_cause": m.get("hangup_cause"),
