@@ -51,14 +51,14 @@ class Biller:
         self.billed: dict[str, Billed] = {}  # live calls being billed, by call id
         self.channels: dict[str, str] = {}  # call id -> booth channel (to hang it up)
         self.resellers: dict[int, int] = {}  # reseller id -> live answered calls
-        # Ended calls nobody pays for (unknown payer, refused, unanswered): counted only;
-        # writing them as CDRs is settlement's job (issue 6), not memory's.
-        self.unbilled_calls = 0
+        self.refused: dict[str, str] = {}  # call id -> why it is not billed (until it ends)
+        self.unbilled_calls = 0  # ended calls nobody paid for (unanswered, refused, unknown)
 
     def on_dialed(self, call: Call) -> HangupRequest | None:
         number = strip_number(call.number, self.settings.strip_prefixes)
         if not number.isdigit():
             self._flag_unbilled(call, "number is not digits")
+            self.refused[call.call_id] = "not_digits"
             return None
         auth, payer, pricing = self.engine.admit(call.payer_key, number, self.book)
         reason = auth.reason
@@ -66,6 +66,7 @@ class Biller:
             self.billed[call.call_id] = Billed(payer, pricing)
             self.channels[call.call_id] = call.channel
             return None
+        self.refused[call.call_id] = str(reason or "DENIED").lower()
         if reason == Deny.UNKNOWN_PAYER:
             log.info(
                 "call %s from %r: no clid matches, recorded, not billed",
@@ -82,6 +83,7 @@ class Biller:
             ):
                 return HangupRequest(call.channel, call.call_id, reason)
             # Bill 0 at the customer level and flag the call for review.
+            self.refused.pop(call.call_id, None)
             self.billed[call.call_id] = Billed(payer, pricing, flags=["no_rate"])
             self.channels[call.call_id] = call.channel
             return None
@@ -111,8 +113,11 @@ class Biller:
     def on_ended(self, call: Call) -> None:
         billed = self.billed.pop(call.call_id, None)
         self.channels.pop(call.call_id, None)
+        refused = self.refused.pop(call.call_id, None)
         if billed is None or not billed.answered:
             self.unbilled_calls += 1
+            if self.settings.unanswered == "record":
+                self._record_unpaid(call, billed, refused)
             return
         reseller = billed.payer.reseller_id
         self.resellers[reseller] -= 1
@@ -195,6 +200,23 @@ class Biller:
                 next_due = batch.next_due_ms
         return hangups, next_due
 
+    def _record_unpaid(self, call: Call, billed: Billed | None, refused: str | None) -> None:
+        """A CDR at cost 0 for settlement: who it was (when known), and why it cost nothing."""
+        payer = billed.payer if billed else self.engine.find_payer(call.payer_key)
+        flags = ([refused] if refused else []) + (billed.flags if billed else [])
+        if call.answered_us is not None and not flags:
+            flags.append("answered_not_billed")  # its answer step failed: a person must look
+        meta = self._describe(call, flags, billed.pricing.customer.destination if billed else "")
+        self.engine.record_unpaid(
+            call.call_id,
+            payer,
+            call.dialed_us // 1000,
+            (call.answered_us or 0) // 1000,
+            (call.ended_us or call.dialed_us) // 1000,
+            call.billsec,
+            meta,
+        )
+
     def _any_prepaid(self, payer: Payer | None) -> bool:
         if payer is None:
             return False
@@ -211,8 +233,12 @@ class Biller:
     def _flag_unbilled(self, call: Call, why: str) -> None:
         log.warning("call %s not billed: %s", call.call_id, why)
 
+    @classmethod
+    def _meta(cls, call: Call, billed: Billed) -> str:
+        return cls._describe(call, billed.flags, billed.pricing.customer.destination)
+
     @staticmethod
-    def _meta(call: Call, billed: Billed) -> str:
+    def _describe(call: Call, flags: list[str], destination: str) -> str:
         return json.dumps(
             {
                 "uniqueid": call.call_id,
@@ -226,9 +252,9 @@ class Biller:
                 "disposition": call.disposition,
                 "hangup_cause": call.hangup_cause,
                 "hangup_cause_text": call.hangup_cause_text,
-                "flags": billed.flags,
+                "flags": flags,
                 "review": call.review,
-                "destination": billed.pricing.customer.destination,
+                "destination": destination,
             },
             separators=(",", ":"),
         )

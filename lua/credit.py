@@ -316,6 +316,28 @@ class CreditEngine:
         )
         return Ended(Outcome(_text(reply[0])), int(reply[1]), int(reply[2]), int(reply[3]))
 
+    def record_unpaid(
+        self,
+        call_id: str,
+        payer: Payer | None,
+        dialed_ms: int,
+        answer_ms: int,
+        end_ms: int,
+        billsec: int,
+        meta: str,
+    ) -> bool:
+        """An ended call nobody pays for (unanswered, refused, unknown payer) waits for
+        settlement beside the paid ones, at cost 0: the end script's `ended` record format,
+        answer time 0 when unanswered. An unknown payer is filed under tag 0. Never
+        overwrites a record (a replayed hangup); returns whether it was written."""
+        payer = payer or Payer(0, 0, 0)
+        end_ms = max(end_ms, dialed_ms)
+        record = f"{payer.clid_id},{payer.group_id},{answer_ms},{end_ms},{billsec},0,0,0,0,0,0,0"
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hsetnx(self.keys.ended(payer.reseller_id), call_id, record)
+        pipe.hsetnx(self.keys.meta(payer.reseller_id), call_id, meta)
+        return bool(pipe.execute()[0])
+
     @staticmethod
     def _step(reply: Sequence) -> Step:
         outcome = Outcome(_text(reply[0]))

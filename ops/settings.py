@@ -22,6 +22,7 @@ PAYER_FIELDS = ("callerid", "peer", "accountcode")
 UNKNOWN_PAYER_POLICIES = ("record", "hangup")
 NO_RATE_POLICIES = ("hangup-prepaid", "hangup", "free")
 CALLBACK_LEG_POLICIES = ("a", "b", "both")
+UNANSWERED_POLICIES = ("record", "drop")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -47,6 +48,7 @@ class Settings:
     guard_ms: int
     callback_legs: str
     short_call_seconds: int
+    unanswered: str
     currency: str
     display_decimals: int
     key_prefix: str
@@ -111,6 +113,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         guard_ms=_int(env, "ASTERBILL_GUARD_MS", 500, 1, 10_000),  # 0 would hang up too late
         callback_legs=_choice(env, "ASTERBILL_CALLBACK_LEGS", "a", CALLBACK_LEG_POLICIES),
         short_call_seconds=_int(env, "ASTERBILL_SHORT_CALL_SECONDS", 0, 0, 3600),
+        unanswered=_choice(env, "ASTERBILL_UNANSWERED", "record", UNANSWERED_POLICIES),
         currency=_currency(env),
         display_decimals=_int(env, "ASTERBILL_DISPLAY_DECIMALS", 2, 0, 6),
         key_prefix=_key_prefix(env),

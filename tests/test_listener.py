@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 
 import pytest
 
@@ -82,9 +83,14 @@ async def run_with(
     return listener
 
 
-def ended_records(rig: Rig) -> dict[str, list[int]]:
-    raw = rig.engine.client.hgetall(rig.engine.keys.ended(1))
+def ended_records(rig: Rig, reseller_id: int = 1) -> dict[str, list[int]]:
+    raw = rig.engine.client.hgetall(rig.engine.keys.ended(reseller_id))
     return {k.decode(): [int(x) for x in v.decode().split(",")] for k, v in raw.items()}
+
+
+def read_metas(rig: Rig, reseller_id: int) -> dict[str, dict]:
+    raw = rig.engine.client.hgetall(rig.engine.keys.meta(reseller_id))
+    return {k.decode(): json.loads(v) for k, v in raw.items()}
 
 
 @pytest.mark.parametrize("path", capture_files(), ids=[p.name for p in capture_files()])
@@ -96,9 +102,24 @@ def test_every_capture_replays_through_the_listener(rig, key_prefix, path):
 
     listener = asyncio.run(run_with(rig, key_prefix, feed))
 
-    answered = {u for u, c in billing_cdrs(path).items() if c["Disposition"] == "ANSWERED"}
+    cdrs = billing_cdrs(path)
     ended = ended_records(rig)
-    assert set(ended) >= answered  # every answered booth call was billed and ended
+    unknown = ended_records(rig, reseller_id=0)  # callers that are no booth: recorded, free
+    # Every booth Dial that Asterisk wrote a CDR for waits for settlement, once, with
+    # Asterisk's disposition; answered ones are priced by their billsec, the others cost 0.
+    assert set(cdrs) <= set(ended) | set(unknown)
+    assert not set(ended) & set(unknown)
+    metas = {
+        **read_metas(rig, 0),
+        **read_metas(rig, 1),
+    }
+    for call_id, cdr in cdrs.items():
+        record = ended.get(call_id) or unknown[call_id]
+        answered = cdr["Disposition"] == "ANSWERED"
+        assert (record[2] > 0) == answered
+        if not answered:
+            assert metas[call_id]["disposition"] == cdr["Disposition"]
+            assert record[4:8] == [0, 0, 0, 0]
     for record in ended.values():
         billsec = record[4]
         assert record[5] == price(billsec, 10_000, PER_MINUTE)  # the customer price
@@ -137,8 +158,20 @@ def test_a_locked_booth_is_never_connected(rig, key_prefix):
     listener = asyncio.run(run_with(rig, key_prefix, feed, settle=0.5))
 
     assert [h.reason for h in listener.hangups] == ["LOCKED"]
-    assert ended_records(rig) == {}
+    # recorded for settlement at cost 0, with the reason; nothing was debited
+    [(call_id, record)] = ended_records(rig).items()
+    assert record[:3] == [8002, 10, 0] and record[4:8] == [0, 0, 0, 0]
+    assert read_metas(rig, 1)[call_id]["flags"] == ["locked"]
     assert rig.engine.level(1, "clid", 8002).used == 0
+
+
+def test_unanswered_calls_can_be_dropped_by_setting(rig, key_prefix):
+    async def feed(server):
+        plan = pbx_sim.CallPlan("8003", "00442071234567", ring=0.3, talk=0, answer=False)
+        await pbx_sim.run_generator(server, [plan], cps=0)
+
+    asyncio.run(run_with(rig, key_prefix, feed, settle=0.5, ASTERBILL_UNANSWERED="drop"))
+    assert ended_records(rig) == {}
 
 
 def test_concurrent_generated_calls_are_all_billed(rig, key_prefix):
@@ -159,7 +192,8 @@ def test_concurrent_generated_calls_are_all_billed(rig, key_prefix):
     asyncio.run(run_with(rig, key_prefix, feed, settle=1.0))
 
     ended = ended_records(rig)
-    assert len(ended) == sum(p.answer for p in plans)
+    assert len(ended) == len(plans)  # the unanswered ones too, at cost 0
+    assert sum(r[2] > 0 for r in ended.values()) == sum(p.answer for p in plans)
     total = sum(r[5] for r in ended.values())
     booths_used = sum(rig.engine.level(1, "clid", b).used for b in range(8001, 8006))
     assert booths_used == total
@@ -253,8 +287,12 @@ def test_one_failing_call_never_stops_the_others(rig, key_prefix):
         run_with(rig, key_prefix, feed, settle=0.5, biller=FailingOnce, errors=1)
     )
     assert listener.stats.errors == 1
-    [record] = ended_records(rig).values()
-    assert record[0] == 8007  # the other booth's call was billed
+    ended = {r[0]: (call_id, r) for call_id, r in ended_records(rig).items()}
+    assert ended[8007][1][5] == price(ended[8007][1][4], 10_000, PER_MINUTE)  # billed
+    # the failed one is recorded at cost 0 and flagged for a person to look at
+    failed_id, failed = ended[8006]
+    assert failed[5:8] == [0, 0, 0] and failed[2] > 0
+    assert read_metas(rig, 1)[failed_id]["flags"] == ["answered_not_billed"]
 
 
 def test_a_wrong_secret_never_logs_in_and_never_crashes(rig, key_prefix):

@@ -14,7 +14,8 @@ from rating.price import Rate
 from schema import AccountGroup, Cdr, Clid, Reseller, migrate
 from schema.db import make_engine, session_factory
 from tests.tenants import make_tenant
-from workers.settle import settle_pending
+from workers import reconcile
+from workers.settle import settle_all, settle_pending
 
 T0 = 1_795_000_000_000
 DE = Rate(5, 400_000, 60, 400_000, 60, "Germany")
@@ -99,6 +100,53 @@ def test_ended_calls_become_cdrs_and_balances(ledger):
         assert row.curcredit == Decimal(used) / 10**6, level
     assert credit.client.hlen(credit.keys.ended(payer.reseller_id)) == 0
     assert credit.client.hlen(credit.keys.meta(payer.reseller_id)) == 0
+
+
+def test_unanswered_refused_and_unknown_calls_become_cdrs_at_cost_zero(ledger):
+    factory, credit, payer = ledger
+    meta = '{{"dst":"0049301234567","src":"8001","disposition":"{}","dialed_us":{},"flags":{}}}'
+    credit.record_unpaid("busy-1", payer, T0, 0, T0 + 4000, 0, meta.format("BUSY", T0 * 1000, "[]"))
+    credit.record_unpaid(
+        "locked-1", payer, T0, 0, T0 + 100, 0, meta.format("NO ANSWER", T0 * 1000, '["locked"]')
+    )
+    # an unknown caller that talked 42 s: recorded, not billed, under tag 0
+    credit.record_unpaid(
+        "stranger-1",
+        None,
+        T0,
+        T0 + 2000,
+        T0 + 44_500,
+        42,
+        meta.format("ANSWERED", T0 * 1000, '["unknown_payer"]'),
+    )
+    # a replayed hangup never overwrites a record
+    assert not credit.record_unpaid("busy-1", payer, T0, 0, T0, 0, "{}")
+
+    report = settle_all(factory, credit)
+
+    assert (report.written, report.already) == (3, 0)
+    with factory() as session:
+        cdrs = {c.uniqueid: c for c in session.scalars(select(Cdr))}
+    busy, locked, stranger = cdrs["busy-1"], cdrs["locked-1"], cdrs["stranger-1"]
+    assert (busy.disposition, busy.billsec, busy.answered_at, busy.duration) == (
+        "BUSY",
+        0,
+        None,
+        4,
+    )
+    assert (busy.clid_id, busy.credit, busy.callshop_credit) == (payer.clid_id, 0, 0)
+    assert (locked.disposition, locked.review_reason) == ("NO ANSWER", "locked")
+    assert (stranger.disposition, stranger.billsec, stranger.clid_id) == ("ANSWERED", 42, None)
+    assert (stranger.reseller_id, stranger.credit, stranger.review_reason) == (
+        None,
+        0,
+        "unknown_payer",
+    )
+    clid, group, reseller = balances(factory, payer)
+    assert clid.curcredit == group.curcredit == reseller.curcredit == 0
+    with factory() as session:
+        assert reconcile.check(session, credit) == []
+    assert credit.resellers_with_calls("ended") == []
 
 
 def test_a_replayed_settlement_changes_nothing(ledger):

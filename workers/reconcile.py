@@ -49,7 +49,7 @@ def check(session: Session, engine: CreditEngine | None = None) -> list[Drift]:
     pending = _redis_pending(engine) if engine is not None else {}
     for name, model, column, own in LEVELS:
         sums = {
-            row[0]: [stored_micros(v or 0) for v in row[1:]]
+            row[0]: [0 if v is None else stored_micros(v) for v in row[1:]]
             for row in session.execute(
                 select(
                     column,

@@ -44,6 +44,10 @@ class EndedCall:
     cut: bool
     meta: dict
 
+    @property
+    def answered(self) -> bool:
+        return self.answer_ms > 0
+
     @classmethod
     def parse(cls, call_id: str, reseller_id: int, record: str, meta: str | None) -> EndedCall:
         v = [int(x) for x in record.split(",")]
@@ -119,19 +123,20 @@ def cdr_row(c: EndedCall) -> dict:
         "leg": LEG,
         "linkedid": m.get("linkedid", ""),
         "calldate": _at(dialed),
-        "answered_at": _at(c.answer_ms),
+        "answered_at": _at(c.answer_ms) if c.answered else None,
         "ended_at": _at(c.end_ms),
         "src": m.get("src", ""),
         "dst": m.get("dst", ""),
         "channel": m.get("channel", ""),
         "dstchannel": m.get("dstchannel", ""),
         "accountcode": m.get("accountcode", ""),
-        "clid_id": c.clid_id,
-        "group_id": c.group_id,
-        "reseller_id": c.reseller_id,
+        # 0: the payer is unknown (recorded, not billed)
+        "clid_id": c.clid_id or None,
+        "group_id": c.group_id or None,
+        "reseller_id": c.reseller_id or None,
         "duration": max(0, (c.end_ms - dialed) // 1000),
         "billsec": c.billsec,
-        "disposition": "ANSWERED",
+        "disposition": "ANSWERED" if c.answered else (m.get("disposition") or "FAILED"),
         "hangup_cause": m.get("hangup_cause"),
         "hangup_cause_text": (m.get("hangup_cause_text") or "")[:64],
         "destination": (m.get("destination") or "")[:100],
@@ -147,13 +152,15 @@ def cdr_row(c: EndedCall) -> dict:
 
 
 def dialed_ms(meta: dict, c: EndedCall) -> int:
-    return int(meta.get("dialed_us", c.answer_ms * 1000)) // 1000
+    return int(meta.get("dialed_us") or (c.answer_ms or c.end_ms) * 1000) // 1000
 
 
 def add_to_balances(session: Session, calls: list[EndedCall]) -> None:
     """curcredit += the level's own price; credit_* += all three prices, per level."""
     sums: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0])
     for c in calls:
+        if not any(c.prices):
+            continue  # unanswered or free: nothing to add
         for level in ((Clid, c.clid_id), (AccountGroup, c.group_id), (Reseller, c.reseller_id)):
             total = sums[level]
             for i in range(3):
