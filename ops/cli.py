@@ -68,6 +68,7 @@ def check(ctx: click.Context) -> None:
 
 
 def register_commands() -> None:
+    from ops.cli_credit import credit
     from ops.cli_db import create_admin, db
     from ops.cli_listener import listener, pbx_sim
     from ops.cli_rates import rates
@@ -88,6 +89,7 @@ def register_commands() -> None:
         settle,
         seed_command,
         reconcile,
+        credit,
     ):
         cli.add_command(command)
 

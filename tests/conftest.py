@@ -95,3 +95,6 @@ def key_prefix(redis_server: redis.Redis) -> Iterator[str]:
     keys = list(redis_server.scan_iter(match=f"{prefix}*", count=1000))
     if keys:
         redis_server.delete(*keys)
+
+
+from tests.ledger import ledger  # noqa: E402,F401  (a fixture shared by settlement tests)

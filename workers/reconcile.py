@@ -1,11 +1,12 @@
 """Checks the ledger invariants of DESIGN.md section 5, to the micro-unit.
 
 For every clid, group and reseller:
-- MySQL: curcredit == the level's own price summed over its settled CDRs (plus the credit
-  operations, once they go through MySQL), and the lifetime totals == the sums of the three
-  prices of its CDRs;
+- MySQL: curcredit == the level's own price summed over its settled CDRs + its refunds - its
+  charges (credit operations), and the lifetime totals == the sums of the three prices of
+  its CDRs;
 - Redis: `used` == MySQL curcredit + what its running calls have paid + the prices of its
-  ended calls not yet settled.
+  ended calls not yet settled, less the charges (plus the refunds) that Redis has not applied
+  yet (the reconciler re-applies those).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from lua.credit import CreditEngine, CreditError
 from rating.money import format_micros, stored_micros
-from schema import AccountGroup, Cdr, Clid, Reseller
+from schema import AccountGroup, Cdr, Clid, CreditOperation, Reseller
 from workers.settle import read_ended
 
 LEVELS = (
@@ -47,6 +48,7 @@ class Drift:
 def check(session: Session, engine: CreditEngine | None = None) -> list[Drift]:
     drifts: list[Drift] = []
     pending = _redis_pending(engine) if engine is not None else {}
+    moved, unapplied = _credit_operations(session)
     for name, model, column, own in LEVELS:
         sums = {
             row[0]: [0 if v is None else stored_micros(v) for v in row[1:]]
@@ -64,8 +66,9 @@ def check(session: Session, engine: CreditEngine | None = None) -> list[Drift]:
         for level in session.scalars(select(model)):
             cdr = sums.get(level.id, [0, 0, 0])
             cur = stored_micros(level.curcredit)
-            if cur != cdr[own]:
-                drifts.append(Drift(name, level.id, "MySQL curcredit", cdr[own], cur))
+            expected_cur = cdr[own] + moved.get((name, level.id), 0)
+            if cur != expected_cur:
+                drifts.append(Drift(name, level.id, "MySQL curcredit", expected_cur, cur))
             totals = [
                 stored_micros(level.credit_clid),
                 stored_micros(level.credit_group),
@@ -87,9 +90,46 @@ def check(session: Session, engine: CreditEngine | None = None) -> list[Drift]:
             except CreditError:
                 continue  # not provisioned in Redis: nothing to compare
             expected = cur + pending.get((name, level.id), 0)
+            waiting = unapplied.get((name, level.id), [])
+            if waiting:
+                known = engine.client.hmget(
+                    engine.keys.applied_ops(reseller_id), [op_id for op_id, _ in waiting]
+                )
+                expected -= sum(m for (_, m), k in zip(waiting, known, strict=True) if k is None)
             if used != expected:
                 drifts.append(Drift(name, level.id, "Redis used", expected, used))
     return drifts
+
+
+def _credit_operations(session: Session):
+    """Per level: refunds - charges (micro-units), and the money operations that Redis may
+    not have yet: (op id, refund - charge) of those with `applied_at` NULL."""
+    money = CreditOperation.kind.in_(("charge", "refund"))
+    moved: dict[tuple[str, int], int] = defaultdict(int)
+    for level, target_id, kind, total in session.execute(
+        select(
+            CreditOperation.level,
+            CreditOperation.target_id,
+            CreditOperation.kind,
+            func.sum(CreditOperation.amount),
+        )
+        .where(money)
+        .group_by(CreditOperation.level, CreditOperation.target_id, CreditOperation.kind)
+    ):
+        moved[(level, target_id)] += stored_micros(total) * (1 if kind == "refund" else -1)
+    unapplied: dict[tuple[str, int], list[tuple[str, int]]] = defaultdict(list)
+    for op_id, level, target_id, kind, amount in session.execute(
+        select(
+            CreditOperation.op_id,
+            CreditOperation.level,
+            CreditOperation.target_id,
+            CreditOperation.kind,
+            CreditOperation.amount,
+        ).where(money, CreditOperation.applied_at.is_(None))
+    ):
+        signed = stored_micros(amount) * (1 if kind == "refund" else -1)
+        unapplied[(level, target_id)].append((op_id, signed))
+    return moved, unapplied
 
 
 def _redis_pending(engine: CreditEngine) -> dict[tuple[str, int], int]:
