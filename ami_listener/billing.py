@@ -53,6 +53,7 @@ class Biller:
         self.resellers: dict[int, int] = {}  # reseller id -> live answered calls
         self.refused: dict[str, str] = {}  # call id -> why it is not billed (until it ends)
         self.unbilled_calls = 0  # ended calls nobody paid for (unanswered, refused, unknown)
+        self.to_settle: set[int] = set()  # resellers with calls ended since the last request
 
     def on_dialed(self, call: Call) -> HangupRequest | None:
         number = strip_number(call.number, self.settings.strip_prefixes)
@@ -131,6 +132,7 @@ class Biller:
             meta=self._meta(call, billed),
             short_call_seconds=self.settings.short_call_seconds,
         )
+        self.to_settle.add(reseller)  # after the write: the job it asks for will see it
         log.info(
             "call %s ended: billsec %d, prices %d/%d/%d micro",
             call.call_id,
@@ -216,6 +218,7 @@ class Biller:
             call.billsec,
             meta,
         )
+        self.to_settle.add(payer.reseller_id if payer else 0)  # after the write: a job sees it
 
     def _any_prepaid(self, payer: Payer | None) -> bool:
         if payer is None:

@@ -23,11 +23,13 @@ from panoramisk import Manager
 from ami_listener.billing import Biller, HangupRequest
 from ami_listener.tracker import Answered, CallTracker, Dialed, Ended
 from ops.settings import Settings
+from workers.jobs import request_settlement, settle_queue
 
 log = logging.getLogger("asterbill.listener")
 RESYNC = "asterbill:resync"  # a queue item that is not an AMI event
 MAX_SLEEP_S = 0.5  # wake at least this often to pick up new calls' boundaries
 RETRY_FIRST_S, RETRY_MAX_S = 0.1, 5.0  # backoff while Redis does not answer
+SETTLE_REQUEST_S = 0.5  # how often ended calls are handed to settlement
 
 
 @dataclass
@@ -224,6 +226,22 @@ class Listener:
             if self.wake.is_set():
                 intended_ms = None  # woken early for a new call, not for a boundary
 
+    async def request_settlements(self) -> None:
+        """Every SETTLE_REQUEST_S, one settlement job request per reseller whose calls ended
+        meanwhile (coalesced: the job settles every waiting call of the reseller). A request
+        lost here is made again by the reconciler's sweep."""
+        queue = settle_queue(self.biller.engine.client, self.settings.key_prefix)
+        while True:
+            await asyncio.sleep(SETTLE_REQUEST_S)
+            resellers, self.biller.to_settle = self.biller.to_settle, set()
+            try:
+                for reseller_id in sorted(resellers):
+                    await asyncio.to_thread(request_settlement, queue, reseller_id)
+                    resellers.discard(reseller_id)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("settlement request delayed: %s", exc)
+                self.biller.to_settle |= resellers
+
     async def run(self) -> None:
         await self.connect()
-        await asyncio.gather(self.consume(), self.schedule())
+        await asyncio.gather(self.consume(), self.schedule(), self.request_settlements())

@@ -75,7 +75,7 @@ def register_commands() -> None:
     from ops.cli_reconcile import reconcile
     from ops.cli_run import embedded_redis, run, web
     from ops.cli_seed import seed_command
-    from ops.cli_settle import settle
+    from ops.cli_settle import settle, worker
 
     for command in (
         db,
@@ -90,6 +90,7 @@ def register_commands() -> None:
         seed_command,
         reconcile,
         credit,
+        worker,
     ):
         cli.add_command(command)
 

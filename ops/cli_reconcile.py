@@ -1,41 +1,62 @@
-"""`asterbill reconcile --check`: prove that MySQL and Redis agree, to the micro-unit."""
+"""`asterbill reconcile`: prove that MySQL and Redis agree, repair Redis, or keep watch."""
 
 from __future__ import annotations
+
+import logging
 
 import click
 
 from ops.cli import settings_of
+from ops.errors import InvalidInput
 
 
 @click.command()
+@click.option("--check", "do_check", is_flag=True, help="Verify the ledger; exit 1 on drift.")
 @click.option(
-    "--check",
-    "do_check",
-    is_flag=True,
-    required=True,
-    help="Verify the ledger invariants; exit 1 on any drift.",
+    "--repair", is_flag=True, help="Rebuild Redis balances from MySQL (a Redis that lost data)."
+)
+@click.option(
+    "--loop",
+    "every",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    help="Run as the reconciler process: a pass every this many seconds.",
 )
 @click.pass_context
-def reconcile(ctx: click.Context, do_check: bool) -> None:
-    """Check every clid, group and reseller: MySQL balances == settled CDRs, Redis live
-    balances == MySQL + running and unsettled calls. Prints every drift."""
-    from lua.credit import CreditEngine
-    from lua.keys import Keys
-    from ops import redis_server
-    from schema.db import check_database, make_engine, session_factory
-    from schema.migrate import require_head
-    from workers.reconcile import check
+def reconcile(ctx: click.Context, do_check: bool, repair: bool, every: float | None) -> None:
+    """Check every clid, group and reseller (MySQL balances == settled CDRs + credit
+    operations; Redis live balances == MySQL + running and unsettled calls), print every
+    drift; or repair Redis from MySQL; or run the periodic reconciler."""
+    from ops.wiring import open_credit, open_ledger
 
+    if sum((do_check, repair, every is not None)) != 1:
+        raise InvalidInput("say one of --check, --repair, --loop SECONDS")
     settings = settings_of(ctx)
-    engine = make_engine(settings.database_url)
-    check_database(engine)
-    require_head(engine)
-    client = redis_server.connect(settings.redis_url)
-    redis_server.check(client)
-    with session_factory(engine)() as session:
-        drifts = check(session, CreditEngine(client, Keys(settings.key_prefix)))
-    for drift in drifts:
-        click.echo(f"DRIFT {drift}")
-    if drifts:
-        ctx.exit(1)
-    click.echo("no drift: MySQL and Redis agree to the micro-unit")
+    log = logging.getLogger("asterbill.reconciler")
+    _, factory = open_ledger(settings)
+    credit = open_credit(settings, wait_log=log if every is not None else None)
+    if every is not None:
+        from workers.reconciler import run_forever
+
+        log.info("reconciler: a pass every %.1f s", every)
+        run_forever(factory, credit, every)
+    elif repair:
+        from rating.book import RedisRateBook
+        from workers.repair import repair as rebuild
+
+        with factory() as session:
+            report = rebuild(session, credit, RedisRateBook(credit.client, credit.keys))
+        click.echo(
+            f"Redis rebuilt from MySQL: {report.levels} level(s) of {report.resellers} "
+            f"reseller(s), {report.operations} credit operation(s) marked applied"
+        )
+    else:
+        from workers.reconcile import check
+
+        with factory() as session:
+            drifts = check(session, credit)
+        for drift in drifts:
+            click.echo(f"DRIFT {drift}")
+        if drifts:
+            ctx.exit(1)
+        click.echo("no drift: MySQL and Redis agree to the micro-unit")

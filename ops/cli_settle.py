@@ -55,3 +55,22 @@ def settle(ctx: click.Context, every: float | None, provision: bool) -> None:
             click.echo(f"settled {report.written} call(s); {report.already} were already in MySQL")
             return
         time.sleep(every)
+
+
+@click.command()
+@click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
+@click.pass_context
+def worker(ctx: click.Context, burst: bool) -> None:
+    """Run an RQ worker of the settlement queue (with RQ's scheduler, for retries)."""
+    from rq import SimpleWorker
+
+    from ops.wiring import open_credit
+    from workers.jobs import settle_queue
+
+    settings = settings_of(ctx)
+    credit = open_credit(settings, wait_log=logging.getLogger("asterbill.worker"))
+    # SimpleWorker: no fork per job, so the job's database and Redis connections are kept
+    # (RQ's forking worker re-opened them for every job; see docs/benchmarks.md).
+    SimpleWorker([settle_queue(credit.client, settings.key_prefix)], connection=credit.client).work(
+        burst=burst, with_scheduler=True, logging_level=settings.log_level
+    )

@@ -93,6 +93,7 @@ def key_prefix(redis_server: redis.Redis) -> Iterator[str]:
     prefix = f"abtest{secrets.token_hex(4)}"
     yield prefix
     keys = list(redis_server.scan_iter(match=f"{prefix}*", count=1000))
+    keys += list(redis_server.scan_iter(match=f"rq:*{prefix}*", count=1000))  # its RQ queue
     if keys:
         redis_server.delete(*keys)
 

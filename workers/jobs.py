@@ -1,0 +1,96 @@
+"""RQ jobs of settlement: one job per reseller tag settles every call waiting under it.
+
+Delivery is at least once and the write is idempotent (workers/settle.py), so a job may run
+twice, or beside another one, without effect. Jobs are coalesced: one job id per reseller
+(`<key prefix>-settle-r<id>`), enqueued with `unique=True`, so a busy listener asking a
+thousand times a second makes one job, and that job settles everything waiting in batches of
+`BATCH` calls per MySQL transaction. A job stops after `BUDGET_S` seconds so that a big
+backlog is shared fairly between resellers; the next request (the listener's, or the
+reconciler's sweep) goes on.
+Failures are retried with backoff, then kept in RQ's failed registry, where the reconciler
+requeues them while calls are still waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import cache
+
+import redis
+from rq import Queue, Retry
+from rq.exceptions import DuplicateJobError
+
+from ops.settings import load_settings
+from workers.settle import SettleReport, settle_pending
+
+log = logging.getLogger("asterbill.jobs")
+
+BATCH = 2000
+BUDGET_S = 20.0
+JOB_TIMEOUT_S = 120  # an abandoned job (its worker killed) is retried after this
+RETRY = Retry(max=5, interval=[1, 2, 5, 10, 30])
+
+
+def job_id(queue: Queue, reseller_id: int) -> str:
+    """One job id per reseller and installation. RQ ids allow letters, digits, _ and -."""
+    return f"{queue.name.replace(':', '_')}-r{reseller_id}"
+
+
+def settle_queue(connection: redis.Redis, key_prefix: str) -> Queue:
+    """The settlement queue of one installation (named after its Redis key prefix)."""
+    return Queue(f"{key_prefix}-settle", connection=connection)
+
+
+def request_settlement(queue: Queue, reseller_id: int) -> bool:
+    """Ask for the reseller's waiting calls to be settled. False: a job is already queued,
+    scheduled for a retry, or running (it will see the calls, or the next request will)."""
+    try:
+        queue.enqueue_call(
+            settle_reseller,
+            args=(reseller_id,),
+            job_id=job_id(queue, reseller_id),
+            unique=True,
+            timeout=JOB_TIMEOUT_S,
+            result_ttl=0,  # a finished job leaves no hash, so the next request makes a new job
+            failure_ttl=7 * 24 * 3600,
+            retry=RETRY,
+            description=f"settle the ended calls of reseller {reseller_id}",
+        )
+    except DuplicateJobError:
+        return False
+    return True
+
+
+def settle_reseller(reseller_id: int) -> dict:
+    """The job: settle the reseller's waiting calls until none is left or the budget is
+    spent. Raises (so RQ retries it) when MySQL fails; the calls stay in Redis."""
+    settings = load_settings()
+    factory, credit = _context(settings.database_url, settings.redis_url, settings.key_prefix)
+    total = SettleReport()
+    deadline = time.monotonic() + BUDGET_S
+    while True:
+        try:
+            report = settle_pending(factory, credit, reseller_id, BATCH)
+        except Exception:
+            waiting = credit.client.hkeys(credit.keys.ended(reseller_id))[:20]
+            log.exception(
+                "settlement of reseller %d failed; calls waiting include %s",
+                reseller_id,
+                ", ".join(k.decode() for k in waiting),
+            )
+            raise
+        total.written += report.written
+        total.already += report.already
+        if report.written + report.already < BATCH or time.monotonic() > deadline:
+            return {"written": total.written, "already": total.already}
+
+
+@cache
+def _context(database_url: str, redis_url: str, key_prefix: str):
+    """The worker process's database and Redis, from its environment (built once each)."""
+    from ops.wiring import open_credit, open_ledger
+
+    settings = load_settings()
+    _, factory = open_ledger(settings)
+    return factory, open_credit(settings)
