@@ -22,8 +22,15 @@ from ops.errors import InvalidInput
     default=None,
     help="Run as the reconciler process: a pass every this many seconds.",
 )
+@click.option(
+    "--provision",
+    is_flag=True,
+    help="With --loop: first push MySQL's configuration (levels, payers, rates) into Redis.",
+)
 @click.pass_context
-def reconcile(ctx: click.Context, do_check: bool, repair: bool, every: float | None) -> None:
+def reconcile(
+    ctx: click.Context, do_check: bool, repair: bool, every: float | None, provision: bool
+) -> None:
     """Check every clid, group and reseller (MySQL balances == settled CDRs + credit
     operations; Redis live balances == MySQL + running and unsettled calls), print every
     drift; or repair Redis from MySQL; or run the periodic reconciler."""
@@ -38,6 +45,13 @@ def reconcile(ctx: click.Context, do_check: bool, repair: bool, every: float | N
     if every is not None:
         from workers.reconciler import run_forever
 
+        if provision:
+            from rating.book import RedisRateBook
+            from workers.provision import provision_redis
+
+            with factory() as session:
+                clids = provision_redis(session, credit, RedisRateBook(credit.client, credit.keys))
+            log.info("pushed %d clid(s) and the rate books into Redis", clids)
         log.info("reconciler: a pass every %.1f s", every)
         run_forever(factory, credit, every)
     elif repair:

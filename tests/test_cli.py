@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -138,13 +140,30 @@ def test_run_starts_the_embedded_system_and_it_answers_healthy(tmp_path):
     )
     try:
         body = wait_healthy(f"http://127.0.0.1:{web_port}/healthz", deadline=60)
+        # the demo: simulated calls billed by the listener, settled by the worker
+        cdrs = wait_for_cdrs(tmp_path / "asterbill.sqlite3", deadline=60)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
     assert '"database":"ok"' in body and '"redis":"ok"' in body, out
+    assert cdrs > 0, out
+    assert "ended: billsec" in out and "CDRs written" in out
     assert (tmp_path / "asterbill.sqlite3").is_file()
     assert (tmp_path / "redis" / "appendonlydir").is_dir()
     assert "redis stopped" in out and "web stopped" in out
+
+
+def wait_for_cdrs(path, deadline: float) -> int:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(path)) as db:
+            count = db.execute(
+                "SELECT count(*) FROM cdrs WHERE disposition = 'ANSWERED'"
+            ).fetchone()[0]
+            if count:
+                return count
+        time.sleep(1)
+    return 0
 
 
 def wait_healthy(url: str, deadline: float) -> str:
