@@ -66,31 +66,40 @@ def settle_reseller(reseller_id: int) -> dict:
     """The job: settle the reseller's waiting calls until none is left or the budget is
     spent. Raises (so RQ retries it) when MySQL fails; the calls stay in Redis."""
     settings = load_settings()
-    factory, credit = _context(settings.database_url, settings.redis_url, settings.key_prefix)
+    credit = _credit(settings.redis_url, settings.key_prefix)
     total = SettleReport()
     deadline = time.monotonic() + BUDGET_S
-    while True:
-        try:
+    try:
+        factory = _factory(settings.database_url)
+        while True:
             report = settle_pending(factory, credit, reseller_id, BATCH)
-        except Exception:
-            waiting = credit.client.hkeys(credit.keys.ended(reseller_id))[:20]
-            log.exception(
-                "settlement of reseller %d failed; calls waiting include %s",
-                reseller_id,
-                ", ".join(k.decode() for k in waiting),
-            )
-            raise
-        total.written += report.written
-        total.already += report.already
-        if report.written + report.already < BATCH or time.monotonic() > deadline:
-            return {"written": total.written, "already": total.already}
+            total.written += report.written
+            total.already += report.already
+            if report.written + report.already < BATCH or time.monotonic() > deadline:
+                return {"written": total.written, "already": total.already}
+    except Exception as exc:
+        waiting = [k.decode() for k in credit.client.hkeys(credit.keys.ended(reseller_id))]
+        log.error(
+            "settlement of reseller %d failed (%s); %d calls wait in Redis, e.g. %s",
+            reseller_id,
+            exc,
+            len(waiting),
+            ", ".join(waiting[:20]),
+        )
+        raise
 
 
 @cache
-def _context(database_url: str, redis_url: str, key_prefix: str):
-    """The worker process's database and Redis, from its environment (built once each)."""
-    from ops.wiring import open_credit, open_ledger
+def _credit(redis_url: str, key_prefix: str):
+    """The worker process's Redis (built once)."""
+    from ops.wiring import open_credit
 
-    settings = load_settings()
-    _, factory = open_ledger(settings)
-    return factory, open_credit(settings)
+    return open_credit(load_settings())
+
+
+@cache
+def _factory(database_url: str):
+    """The worker process's database (built once; a failure is retried next time)."""
+    from ops.wiring import open_ledger
+
+    return open_ledger(load_settings())[1]

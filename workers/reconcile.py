@@ -85,11 +85,15 @@ def check(session: Session, engine: CreditEngine | None = None) -> list[Drift]:
                 if name == "reseller"
                 else (level.reseller_id if name == "group" else level.group.reseller_id)
             )
+            expected = cur + pending.get((name, level.id), 0)
             try:
                 used = engine.level(reseller_id, name, level.id).used
             except CreditError:
-                continue  # not provisioned in Redis: nothing to compare
-            expected = cur + pending.get((name, level.id), 0)
+                # Not in Redis. Harmless while MySQL says 0 (provisioning starts it from
+                # MySQL); otherwise Redis lost it: `reconcile --repair`.
+                if expected:
+                    drifts.append(Drift(name, level.id, "Redis used (level missing)", expected, 0))
+                continue
             waiting = unapplied.get((name, level.id), [])
             if waiting:
                 known = engine.client.hmget(
