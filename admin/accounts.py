@@ -25,15 +25,14 @@ def create_account(
     username = username.strip()
     if not username or len(username) > 60 or not username.isprintable() or " " in username:
         raise InvalidInput("username must be 1-60 printable characters without spaces")
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise InvalidInput(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
+    _check_password(password)
     if role not in ROLES:
         raise InvalidInput(f"role {role!r} is not one of: {', '.join(ROLES)}")
     if session.scalar(select(Account.id).where(Account.username == username)) is not None:
         raise InvalidInput(f"an account named {username!r} already exists")
     account = Account(
         username=username,
-        password_hash=generate_password_hash(password),
+        password_hash=generate_password_hash(password),  # scrypt, salted
         role=role,
         reseller_id=reseller_id,
         group_id=group_id,
@@ -41,3 +40,13 @@ def create_account(
     session.add(account)
     session.flush()
     return account
+
+
+def set_password(account: Account, password: str) -> None:
+    _check_password(password)
+    account.password_hash = generate_password_hash(password)
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidInput(f"password must have at least {MIN_PASSWORD_LENGTH} characters")

@@ -77,3 +77,75 @@ def test_a_file_that_is_not_a_tree_is_refused(tmp_path):
     path.write_text("- just\n- a list\n")
     with pytest.raises(InvalidInput, match="expected a mapping"):
         load_seed(path)
+
+
+ACCOUNTS = {
+    "accounts": [
+        {"username": "boss", "role": "admin", "password_env": "BOSS_PW"},
+        {
+            "username": "demo-owner",
+            "role": "groupadmin",
+            "group": "demo-shop",
+            "password_env": "OWNER_PW",
+        },
+        {
+            "username": "demo-seller",
+            "role": "reseller",
+            "reseller": "demo-reseller",
+            "password_env": "SELLER_PW",
+        },
+    ]
+}
+PASSWORDS = {"BOSS_PW": "correct horse 1", "OWNER_PW": "battery staple", "SELLER_PW": "s" * 12}
+
+
+def test_accounts_are_seeded_with_hashed_passwords_from_the_environment(factory):
+    from werkzeug.security import check_password_hash
+
+    from schema import Account
+
+    data = {**load_seed(DEMO), **ACCOUNTS}
+    for _ in range(2):
+        with factory() as session, session.begin():
+            seed(session, data, DEMO.parent, environ=PASSWORDS)
+    with factory() as session:
+        accounts = {a.username: a for a in session.scalars(select(Account))}
+        group = session.scalar(select(AccountGroup))
+    assert set(accounts) == {"boss", "demo-owner", "demo-seller"}
+    owner = accounts["demo-owner"]
+    assert (owner.role, owner.group_id, owner.reseller_id) == (
+        "groupadmin",
+        group.id,
+        group.reseller_id,
+    )
+    assert owner.password_hash.startswith("scrypt:")
+    assert check_password_hash(owner.password_hash, "battery staple")
+    assert "battery" not in owner.password_hash
+
+
+@pytest.mark.parametrize(
+    ("account", "environ", "message"),
+    [
+        ({"username": "x", "role": "admin", "password": "in-the-file!"}, {}, "never kept"),
+        ({"username": "x", "role": "admin", "password_env": "NOPE"}, {}, r"\$NOPE is not set"),
+        ({"username": "x", "role": "admin"}, {}, "needs `password_env`"),
+        ({"username": "x", "role": "operator", "password_env": "P"}, {"P": "p" * 12}, "`group`"),
+        (
+            {"username": "x", "role": "admin", "group": "demo-shop", "password_env": "P"},
+            {"P": "p" * 12},
+            "no reseller or group",
+        ),
+        ({"username": "x", "role": "root", "password_env": "P"}, {"P": "p" * 12}, "`group`"),
+        ({"username": "x", "role": "admin", "password_env": "P"}, {"P": "short"}, "at least"),
+        (
+            {"username": "x", "role": "reseller", "reseller": "nobody", "password_env": "P"},
+            {"P": "p" * 12},
+            "unknown reseller",
+        ),
+    ],
+)
+def test_a_bad_account_seeds_nothing(factory, account, environ, message):
+    data = {**load_seed(DEMO), "accounts": [account]}
+    with pytest.raises(InvalidInput, match=message), factory() as session, session.begin():
+        seed(session, data, DEMO.parent, environ=environ)
+    assert counts(factory) == (0, 0, 0, 0)

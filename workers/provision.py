@@ -1,7 +1,8 @@
 """Tenant trees from a file (`asterbill seed`) and their configuration pushed into Redis.
 
 A seed file (YAML or JSON) lists resellers, their groups (callshops) and clids (booths), with
-limits and limit types, and rate rows inline or from rate files. Seeding is idempotent: rows
+limits and limit types, rate rows inline or from rate files, and back-office accounts (their
+passwords read from environment variables, never from the file). Seeding is idempotent: rows
 are found by name (resellers, groups) or number (clids) and updated, never duplicated; rates
 are imported with replace. Everything lands in one MySQL transaction, then Redis gets the
 levels, payers and rate books (`provision_redis`).
@@ -9,7 +10,9 @@ levels, payers and rate books (`provision_redis`).
 
 from __future__ import annotations
 
+import os
 import secrets
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 
@@ -23,7 +26,7 @@ from rating import ratefiles
 from rating.book import RedisRateBook
 from rating.money import parse_decimal, stored_micros, to_multiple
 from rating.store import Target, import_rates, sync_all
-from schema import AccountGroup, Clid, Reseller
+from schema import Account, AccountGroup, Clid, Reseller
 from schema.base import LIMIT_TYPES
 
 LEVEL_FIELDS = ("limit_type", "credit_limit")
@@ -39,9 +42,12 @@ def load_seed(path: Path) -> dict:
     return data
 
 
-def seed(session: Session, data: dict, base_dir: Path) -> dict[str, int]:
-    """Create or update the tree in `data`; returns counts. InvalidInput names the entry."""
-    counts = {"resellers": 0, "groups": 0, "clids": 0, "rates": 0}
+def seed(
+    session: Session, data: dict, base_dir: Path, environ: Mapping[str, str] | None = None
+) -> dict[str, int]:
+    """Create or update the tree in `data`; returns counts. InvalidInput names the entry.
+    `environ` (default: the process environment) holds the accounts' passwords."""
+    counts = {"resellers": 0, "groups": 0, "clids": 0, "rates": 0, "accounts": 0}
     for r in data.get("resellers") or []:
         reseller = _upsert(session, Reseller, "name", _text(r, "name", "reseller"))
         _level(reseller, r, f"reseller {reseller.name}")
@@ -82,7 +88,57 @@ def seed(session: Session, data: dict, base_dir: Path) -> dict[str, int]:
     session.flush()
     for entry in data.get("rates") or []:
         counts["rates"] += _seed_rates(session, entry, base_dir)
+    for entry in data.get("accounts") or []:
+        _seed_account(session, entry, os.environ if environ is None else environ)
+        counts["accounts"] += 1
     return counts
+
+
+def _seed_account(session: Session, spec: dict, environ: Mapping[str, str]) -> None:
+    """A back-office account. Passwords never live in seed files: `password_env` names the
+    environment variable that holds it (needed to create an account; optional to update)."""
+    from admin.accounts import create_account, set_password
+
+    username = _text(spec, "username", "account")
+    if "password" in spec:
+        raise InvalidInput(
+            f"account {username}: passwords are never kept in seed files; "
+            "put it in an environment variable and name it with `password_env`"
+        )
+    role = _text(spec, "role", f"account {username}")
+    reseller_id = group_id = None
+    if spec.get("group"):
+        group = session.scalar(select(AccountGroup).where(AccountGroup.name == spec["group"]))
+        if group is None:
+            raise InvalidInput(f"account {username}: unknown group {spec['group']!r}")
+        group_id, reseller_id = group.id, group.reseller_id
+    elif spec.get("reseller"):
+        reseller = session.scalar(select(Reseller).where(Reseller.name == spec["reseller"]))
+        if reseller is None:
+            raise InvalidInput(f"account {username}: unknown reseller {spec['reseller']!r}")
+        reseller_id = reseller.id
+    needs = {"admin": (False, False), "reseller": (True, False)}.get(role, (True, True))
+    if (reseller_id is not None, group_id is not None) != needs:
+        raise InvalidInput(
+            f"account {username}: a {role} account needs "
+            + {(False, False): "no reseller or group", (True, False): "`reseller`"}.get(
+                needs, "`group`"
+            )
+        )
+    password = None
+    if spec.get("password_env"):
+        password = environ.get(str(spec["password_env"]), "")
+        if not password:
+            raise InvalidInput(f"account {username}: ${spec['password_env']} is not set")
+    account = session.scalar(select(Account).where(Account.username == username))
+    if account is None:
+        if password is None:
+            raise InvalidInput(f"account {username}: a new account needs `password_env`")
+        create_account(session, username, password, role, reseller_id, group_id)
+        return
+    account.role, account.reseller_id, account.group_id = role, reseller_id, group_id
+    if password is not None:
+        set_password(account, password)
 
 
 def _seed_rates(session: Session, entry: dict, base_dir: Path) -> int:
