@@ -15,8 +15,9 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import case, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -97,12 +98,13 @@ def settle(session: Session, calls: list[EndedCall]) -> SettleReport:
     if not calls:
         return report
     ids = [c.call_id for c in calls]
-    # Lock the rows of these calls that exist: a concurrent worker on the same calls waits
-    # here, then sees them and skips them.
+    # A plain read, no locking read: SELECT ... FOR UPDATE of keys that do not exist yet
+    # takes gap locks, and two workers inserting into each other's gaps deadlock (measured:
+    # two workers were 4x slower than one). The unique key (uniqueid, leg) is the guard: a
+    # worker racing another on the same calls fails on it, rolls back, retries, and then
+    # finds them here.
     existing = set(
-        session.scalars(
-            select(Cdr.uniqueid).where(Cdr.uniqueid.in_(ids), Cdr.leg == LEG).with_for_update()
-        )
+        session.scalars(select(Cdr.uniqueid).where(Cdr.uniqueid.in_(ids), Cdr.leg == LEG))
     )
     fresh = [c for c in calls if c.call_id not in existing]
     report.already = len(calls) - len(fresh)
@@ -156,7 +158,10 @@ def dialed_ms(meta: dict, c: EndedCall) -> int:
 
 
 def add_to_balances(session: Session, calls: list[EndedCall]) -> None:
-    """curcredit += the level's own price; credit_* += all three prices, per level."""
+    """curcredit += the level's own price; credit_* += all three prices, per level.
+
+    One UPDATE per table for the whole batch (a CASE on the id), not one per level: a batch
+    of 2,000 calls over 200 booths is 3 statements, not 211."""
     sums: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0])
     for c in calls:
         if not any(c.prices):
@@ -166,17 +171,25 @@ def add_to_balances(session: Session, calls: list[EndedCall]) -> None:
             for i in range(3):
                 total[i] += c.prices[i]
     own = {Clid: 0, AccountGroup: 1, Reseller: 2}
-    for (model, level_id), (p_clid, p_group, p_reseller) in sums.items():
-        mine = (p_clid, p_group, p_reseller)[own[model]]
+    for model in (Clid, AccountGroup, Reseller):
+        rows = {level_id: v for (m, level_id), v in sums.items() if m is model}
+        if not rows:
+            continue
+
+        def added(index: int, rows=rows, model=model):
+            amounts = {i: from_micros(v[index]) for i, v in rows.items()}
+            return case(amounts, value=model.id, else_=Decimal(0))
+
         session.execute(
             update(model)
-            .where(model.id == level_id)
+            .where(model.id.in_(sorted(rows)))
             .values(
-                curcredit=model.curcredit + from_micros(mine),
-                credit_clid=model.credit_clid + from_micros(p_clid),
-                credit_group=model.credit_group + from_micros(p_group),
-                credit_reseller=model.credit_reseller + from_micros(p_reseller),
+                curcredit=model.curcredit + added(own[model]),
+                credit_clid=model.credit_clid + added(0),
+                credit_group=model.credit_group + added(1),
+                credit_reseller=model.credit_reseller + added(2),
             )
+            .execution_options(synchronize_session=False)
         )
 
 
@@ -200,6 +213,12 @@ def settle_pending(
     for attempt in range(1, attempts + 1):
         try:
             with factory() as session, session.begin():
+                if session.get_bind().dialect.name == "mysql":
+                    # READ COMMITTED: an UPDATE that scans the booth table keeps no lock on
+                    # the rows it does not change, so workers of different resellers never
+                    # wait for (or deadlock with) each other. The unique key and the atomic
+                    # `+=` updates keep the result exact in any isolation level.
+                    session.connection(execution_options={"isolation_level": "READ COMMITTED"})
                 report = settle(session, calls)
             break
         except (IntegrityError, OperationalError) as exc:
