@@ -44,11 +44,20 @@ class Stats:
     hangup_lag_ms: deque = field(default_factory=lambda: deque(maxlen=100_000))
 
 
+@dataclass(frozen=True)
+class OriginateResult:
+    answered: bool  # leg A answered (Asterisk's OriginateResponse: Success)
+    uniqueid: str  # leg A's channel
+    reason: str  # Asterisk's Reason code (4 answered, 1 no answer, 5 busy, ...) or a message
+
+
 class Listener:
     def __init__(self, settings: Settings, biller: Biller) -> None:
         self.settings = settings
         self.biller = biller
-        self.tracker = CallTracker(payer_field=settings.payer_field)
+        self.tracker = CallTracker(
+            payer_field=settings.payer_field, callback_legs=settings.callback_legs
+        )
         self.stats = Stats()
         self.queue: asyncio.Queue = asyncio.Queue()
         self.manager: Manager | None = None
@@ -126,6 +135,40 @@ class Listener:
             log.info("Hangup %s: %s", request.channel, getattr(reply, "Message", reply))
         except Exception:
             log.exception("Hangup of %s failed", request.channel)
+
+    async def originate_callback(
+        self, a_number: str, b_number: str, caller_id: str, account: str = "", timeout: float = 60
+    ) -> OriginateResult:
+        """Place a callback: ring `a_number` (leg A, the customer); when answered, the
+        `callback` dialplan context dials `b_number` (leg B). The legs are then followed and
+        billed like any call (ASTERBILL_CALLBACK_LEGS).
+
+        panoramisk pitfall: the OriginateResponse event carries the action's ActionID, so
+        panoramisk hands it to the action's future (a list: the "queued" response, then the
+        event) and never to the event handlers. The result is therefore read from that list."""
+        if self.manager is None:
+            raise RuntimeError("not connected to AMI")
+        reply = await asyncio.wait_for(
+            self.manager.send_action(
+                {
+                    "Action": "Originate",
+                    "Channel": self.settings.callback_channel.replace("{number}", a_number),
+                    "Context": self.settings.callback_context,
+                    "Exten": b_number,
+                    "Priority": "1",
+                    "CallerID": f"<{caller_id}>",
+                    "Account": account,
+                    "Async": "true",
+                }
+            ),
+            timeout,
+        )
+        messages = reply if isinstance(reply, list) else [reply]
+        event = next((m for m in messages if m.get("Event") == "OriginateResponse"), None)
+        if event is None:  # refused at once (Response: Error)
+            return OriginateResult(False, "", messages[0].get("Message", "refused"))
+        ok = event.get("Response") == "Success"
+        return OriginateResult(ok, event.get("Uniqueid", ""), event.get("Reason", ""))
 
     # -- work ----------------------------------------------------------------------------
     async def consume(self) -> None:

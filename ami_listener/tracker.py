@@ -27,9 +27,9 @@ DISPOSITIONS = {  # DialStatus -> CDR disposition
 
 @dataclass
 class Call:
-    """One dial of one booth channel."""
+    """One billed leg: the dial of a booth channel, or one leg of a callback."""
 
-    call_id: str  # the booth channel's Uniqueid
+    call_id: str  # the booth channel's Uniqueid; `<leg A Uniqueid>:a` / `:b` for callbacks
     channel: str
     linkedid: str
     payer_key: str
@@ -45,6 +45,16 @@ class Call:
     dest_channel: str = ""
     review: str = ""  # why a person should look at this call (e.g. ended while away)
     seen_at: int = 0  # the listener's receive sequence number of its first event
+
+    @property
+    def uniqueid(self) -> str:
+        """The Asterisk channel this call lives on."""
+        return self.call_id.partition(":")[0].partition("#")[0]
+
+    @property
+    def leg(self) -> str:
+        """booth, or a (the customer called back) / b (the number they asked for)."""
+        return self.call_id.partition(":")[2] or "booth"
 
     @property
     def billsec(self) -> int:
@@ -84,10 +94,26 @@ class Counters:
 
 @dataclass
 class CallTracker:
+    """Callbacks (an Originate of leg A, the customer, which when answered dials leg B, the
+    number asked for; capture 08): the Originate's own DialBegin has no caller channel and
+    names leg A's number (DestExten). `callback_legs` says which legs are billed: `a` (from
+    leg A's answer, priced by leg A's number), `b` (from leg B's answer, priced by leg B's
+    number) or `both`, as separate calls `<leg A Uniqueid>:a` and `:b`, paid by the booth
+    whose caller id the Originate carried."""
+
     payer_field: str = "callerid"  # callerid | peer | accountcode
-    calls: dict[str, Call] = field(default_factory=dict)  # by booth channel Uniqueid
+    callback_legs: str = "a"  # a | b | both
+    calls: dict[str, Call] = field(default_factory=dict)  # by call id
     up_since: dict[str, int] = field(default_factory=dict)  # live channels answered, by Uniqueid
+    originated: dict[str, str] = field(default_factory=dict)  # leg A Uniqueid -> its number
+    redials: dict[str, int] = field(default_factory=dict)  # booth Uniqueid -> dials after the 1st
     counters: Counters = field(default_factory=Counters)
+
+    def calls_of(self, uniqueid: str) -> list[Call]:
+        """The calls living on one channel (one, or a callback's two legs)."""
+        booth = f"{uniqueid}#{self.redials[uniqueid] + 1}" if uniqueid in self.redials else uniqueid
+        ids = (booth, f"{uniqueid}:a", f"{uniqueid}:b")
+        return [self.calls[i] for i in ids if i in self.calls]
 
     def feed(self, event: Mapping[str, str], received_us: int) -> list[Step]:
         """One AMI event -> the billing steps it causes (usually none)."""
@@ -110,19 +136,65 @@ class CallTracker:
 
     def _on_DialBegin(self, e: Mapping[str, str], at: int) -> list[Step]:
         uniqueid = e.get("Uniqueid", "")
-        if not uniqueid or not e.get("Channel"):
-            return []  # an Originate's own dial: no caller channel, nobody to bill
-        if uniqueid in self.calls:
-            return []  # a second destination of the same Dial, a redirect, or a replay
+        if not e.get("Channel"):
+            # An Originate's own dial (no caller channel): a callback's leg A being rung.
+            if e.get("DestUniqueid"):
+                self.originated[e["DestUniqueid"]] = e.get("DestExten", "")
+            return []
+        if not uniqueid:
+            return []
+        current = self.calls_of(uniqueid)
+        if current:
+            return self._redial(current, e, at)
+        up = self.up_since.get(uniqueid)
+        if uniqueid in self.originated:
+            return self._callback(e, at, up)
         call = self._new_call(e, at)
         self.calls[uniqueid] = call
-        up = self.up_since.get(uniqueid)
         if up is not None:
-            # The caller was answered before it dialed (a callback's leg A, originated and
-            # answered first): Asterisk bills it from its own answer.
+            # The caller was answered before it dialed (e.g. an Originate into a dialplan):
+            # Asterisk bills it from its own answer.
             call.dial_status, call.answered_us = ANSWER, up
             return [Dialed(call), Answered(call)]
         return [Dialed(call)]
+
+    def _redial(self, current: list[Call], e: Mapping[str, str], at: int) -> list[Step]:
+        """A channel that already has a call dials again. While that call is unanswered it
+        is another destination of the same Dial, and a repeated DialBegin is a replay: both
+        change nothing. After an answer it is a redirect (capture 23: AMI Redirect sends the
+        answered booth back into the dialplan, which dials a new number): the first call
+        ends now, and the new dial is a call of its own (`<uniqueid>#2`), priced by its own
+        number and billed from its own answer."""
+        [call] = current
+        if call.leg != "booth" or call.answered_us is None:
+            return []
+        if e.get("DestChannel", "") == call.dest_channel:
+            return []  # the same DialBegin again
+        uniqueid = e["Uniqueid"]
+        del self.calls[call.call_id]
+        call.ended_us = max(at, call.answered_us)
+        call.hangup_cause_text = "Redirected"
+        self.redials[uniqueid] = self.redials.get(uniqueid, 0) + 1
+        new = self._new_call(e, at, call_id=f"{uniqueid}#{self.redials[uniqueid] + 1}")
+        self.calls[new.call_id] = new
+        return [Ended(call), Dialed(new)]
+
+    def _callback(self, e: Mapping[str, str], at: int, up: int | None) -> list[Step]:
+        """Leg A (answered) now dials leg B: the legs the policy bills start here."""
+        uniqueid = e["Uniqueid"]
+        steps: list[Step] = []
+        if self.callback_legs in ("a", "both"):
+            a = self._new_call(e, at, call_id=f"{uniqueid}:a")
+            a.number = self.originated[uniqueid]
+            a.dialed_us = up if up is not None else at
+            a.dial_status, a.answered_us = ANSWER, a.dialed_us
+            self.calls[a.call_id] = a
+            steps += [Dialed(a), Answered(a)]
+        if self.callback_legs in ("b", "both"):
+            b = self._new_call(e, at, call_id=f"{uniqueid}:b")
+            self.calls[b.call_id] = b
+            steps.append(Dialed(b))
+        return steps
 
     def _on_VarSet(self, e: Mapping[str, str], at: int) -> list[Step]:
         """A Dial that failed before any DialBegin (no route: CHANUNAVAIL) is still a call
@@ -130,17 +202,17 @@ class CallTracker:
         if e.get("Variable") != "DIALSTATUS" or not e.get("Value"):
             return []
         uniqueid = e.get("Uniqueid", "")
-        call = self.calls.get(uniqueid)
-        if call is None and uniqueid and e.get("Channel"):
+        call = next(iter(self.calls_of(uniqueid)), None)
+        if call is None and uniqueid and e.get("Channel") and uniqueid not in self.originated:
             call = self._new_call(e, at)
             call.dial_status = e["Value"]
             self.calls[uniqueid] = call
         return []  # a known call's status comes from its DialEnd
 
-    def _new_call(self, e: Mapping[str, str], at: int) -> Call:
+    def _new_call(self, e: Mapping[str, str], at: int, call_id: str = "") -> Call:
         uniqueid = e["Uniqueid"]
         return Call(
-            call_id=uniqueid,
+            call_id=call_id or uniqueid,
             channel=e["Channel"],
             linkedid=e.get("Linkedid", uniqueid),
             payer_key=self.payer_key(e),
@@ -152,30 +224,35 @@ class CallTracker:
         )
 
     def _on_DialEnd(self, e: Mapping[str, str], at: int) -> list[Step]:
-        call = self.calls.get(e.get("Uniqueid", ""))
-        if call is None:
-            if e.get("Channel"):
+        calls = [c for c in self.calls_of(e.get("Uniqueid", "")) if not c.dial_status]
+        if not calls:
+            if e.get("Channel") and not self.calls_of(e.get("Uniqueid", "")):
                 self.counters.unknown_channel += 1
-            return []
-        if call.dial_status:
-            return []  # already decided (a replayed or duplicated event)
-        call.dial_status = e.get("DialStatus", "")
-        if call.dial_status == ANSWER:
-            call.answered_us = at
-            call.dest_channel = e.get("DestChannel", call.dest_channel)
-            return [Answered(call)]
-        return []
+            return []  # unknown, or already decided (a replayed or duplicated event)
+        steps: list[Step] = []
+        for call in calls:
+            call.dial_status = e.get("DialStatus", "")
+            if call.dial_status == ANSWER:
+                call.answered_us = at
+                call.dest_channel = e.get("DestChannel", call.dest_channel)
+                steps.append(Answered(call))
+        return steps
 
     def _on_Hangup(self, e: Mapping[str, str], at: int) -> list[Step]:
-        self.up_since.pop(e.get("Uniqueid", ""), None)
-        call = self.calls.pop(e.get("Uniqueid", ""), None)
-        if call is None:
-            return []  # not a booth channel (far ends, Local halves), or never seen
-        call.ended_us = max(at, call.answered_us or at)
-        cause = e.get("Cause", "")
-        call.hangup_cause = int(cause) if cause.isdigit() else None
-        call.hangup_cause_text = e.get("Cause-txt", "")
-        return [Ended(call)]
+        uniqueid = e.get("Uniqueid", "")
+        self.up_since.pop(uniqueid, None)
+        self.originated.pop(uniqueid, None)
+        steps: list[Step] = []
+        calls = self.calls_of(uniqueid)
+        self.redials.pop(uniqueid, None)
+        for call in calls:  # none: far ends, Local halves, never seen
+            del self.calls[call.call_id]
+            call.ended_us = max(at, call.answered_us or at)
+            cause = e.get("Cause", "")
+            call.hangup_cause = int(cause) if cause.isdigit() else None
+            call.hangup_cause_text = e.get("Cause-txt", "")
+            steps.append(Ended(call))
+        return steps
 
     def resync(self, live_uniqueids: set[str], now_us: int, asked_at: int) -> list[Step]:
         """After a reconnect: calls whose channel is gone ended while we were away. They end
@@ -184,10 +261,12 @@ class CallTracker:
         number) can be judged by it."""
         steps: list[Step] = []
         gone = [
-            u for u, c in self.calls.items() if u not in live_uniqueids and c.seen_at < asked_at
+            i
+            for i, c in self.calls.items()
+            if c.uniqueid not in live_uniqueids and c.seen_at < asked_at
         ]
-        for uniqueid in gone:
-            call = self.calls.pop(uniqueid)
+        for call_id in gone:
+            call = self.calls.pop(call_id)
             call.ended_us = max(now_us, call.answered_us or now_us)
             call.review = "ended_while_disconnected"
             steps.append(Ended(call))

@@ -7,7 +7,11 @@ Two sources of calls:
   Newstate, DialBegin, DialEnd, BridgeEnter/Leave, Hangup, Cdr). It obeys the Hangup action.
 
 Both answer Login (one user and secret; a wrong secret waits, answers Error and closes, as
-Asterisk does), Ping, Hangup, CoreShowChannels (the channels alive right now) and Logoff.
+Asterisk does), Ping, Hangup, CoreShowChannels (the channels alive right now), Logoff and
+Originate: `Channel: Local/<A number>@...`, `Context: callback`, `Exten: <B number>` places a
+callback as capture 08 shows it (leg A rung and answered, an OriginateResponse carrying the
+action's ActionID, then leg A dials leg B); `Variable: A_RING_SECS=..,B_RING_SECS=..,
+B_TALK_SECS=..` sets its times.
 """
 
 from __future__ import annotations
@@ -88,6 +92,8 @@ class AmiServer:
         self.actions: list[dict[str, str]] = []  # every action received (tests read it)
         self.logged_in = asyncio.Event()
         self._server: asyncio.base_events.Server | None = None
+        self.generator: Generator | None = None  # places originated calls
+        self._originated: set[asyncio.Task] = set()
 
     async def start(self, host: str, port: int) -> int:
         self._server = await asyncio.start_server(self._session, host, port)
@@ -191,6 +197,8 @@ class AmiServer:
                         writer.write(frames.build([*reply, ("Message", "Channel Hungup")]))
                 elif name == "coreshowchannels":
                     self._show_channels(writer, reply)
+                elif name == "originate":
+                    self._originate(writer, action, reply)
                 elif name == "logoff":
                     writer.write(
                         frames.build(
@@ -219,6 +227,34 @@ class AmiServer:
         finally:
             self.sessions.discard(writer)
             writer.close()
+
+    def _originate(self, writer: asyncio.StreamWriter, action: dict, reply) -> None:
+        target = action.get("Channel", "")
+        a_number = target.partition("/")[2].partition("@")[0]
+        b_number = action.get("Exten", "")
+        if not (target.startswith("Local/") and a_number and b_number):
+            writer.write(
+                frames.build([("Response", "Error"), *reply[1:], ("Message", "Originate failed")])
+            )
+            return
+        writer.write(frames.build([*reply, ("Message", "Originate successfully queued")]))
+        times = dict(v.split("=", 1) for v in action.get("Variable", "").split(",") if "=" in v)
+        self.generator = self.generator or Generator(self)
+        caller = action.get("CallerID", "").rpartition("<")[2].rstrip(">") or "<unknown>"
+        task = asyncio.ensure_future(
+            self.generator.callback(
+                action.get("ActionID", ""),
+                a_number,
+                b_number,
+                caller,
+                action.get("Account", ""),
+                float(times.get("A_RING_SECS", 1.0)),
+                float(times.get("B_RING_SECS", 0.5)),
+                float(times.get("B_TALK_SECS", 3.0)),
+            )
+        )
+        self._originated.add(task)
+        task.add_done_callback(self._originated.discard)
 
     def _show_channels(self, writer: asyncio.StreamWriter, reply) -> None:
         action_id = [h for h in reply if h[0] == "ActionID"]
@@ -416,6 +452,123 @@ class Generator:
             ],
         )
         self.ended.append((booth.uniqueid, how))
+
+    async def callback(
+        self,
+        action_id: str,
+        a_number: str,
+        b_number: str,
+        caller: str,
+        accountcode: str,
+        ring_a: float,
+        ring_b: float,
+        talk: float,
+    ) -> None:
+        """An originated callback, as capture 08: leg A (Local/<A>@pstn-sim, the customer) is
+        rung and answers; its `;1` half then runs context `callback` and dials leg B."""
+        s = self.server
+        seq_a, seq_b = next(self._seq), next(self._seq)
+        a1 = Channel(
+            f"Local/{a_number}@pstn-sim-{seq_a:08x};1",
+            self._uniqueid(),
+            "",
+            "<unknown>",
+            a_number,
+            accountcode,
+            "pstn-sim",
+        )
+        a1.linkedid = a1.uniqueid
+        a2 = Channel(
+            f"Local/{a_number}@pstn-sim-{seq_a:08x};2",
+            self._uniqueid(),
+            a1.linkedid,
+            "<unknown>",
+            a_number,
+            accountcode,
+            "pstn-sim",
+            state="Ring",
+        )
+        for channel in (a1, a2):
+            s.channels[channel.name] = channel
+            s.event("Newchannel", channel.snapshot())
+        dest_a = [("DestChannel", a1.name), ("DestExten", a_number), ("DestUniqueid", a1.uniqueid)]
+        s.event("DialBegin", [*dest_a, ("DialString", f"{a_number}@pstn-sim")])
+        a1.caller, a2.caller = caller, caller
+        a1.state = "Ringing"
+        s.event("Newstate", a1.snapshot())
+        if await self._wait(a1, ring_a):
+            await self._hang_up(a1, a2)
+            s.event(
+                "OriginateResponse",
+                [
+                    ("ActionID", action_id),
+                    ("Response", "Failure"),
+                    ("Channel", a1.name),
+                    ("Reason", "1"),
+                ],
+            )
+            return
+        for channel in (a2, a1):
+            channel.state = "Up"
+            s.event("Newstate", channel.snapshot())
+        s.event(
+            "OriginateResponse",
+            [
+                ("ActionID", action_id),
+                ("Response", "Success"),
+                ("Channel", a1.name),
+                ("Context", "callback"),
+                ("Exten", b_number),
+                ("Reason", "4"),
+                ("Uniqueid", a1.uniqueid),
+                ("CallerIDNum", caller),
+            ],
+        )
+        s.event("DialEnd", [*dest_a, ("DialStatus", "ANSWER")])
+        a1.context, a1.exten = "callback", b_number
+        b1 = Channel(
+            f"Local/{b_number}@pstn-sim-{seq_b:08x};1",
+            self._uniqueid(),
+            a1.linkedid,
+            "<unknown>",
+            b_number,
+            accountcode,
+            "pstn-sim",
+        )
+        b2 = Channel(
+            f"Local/{b_number}@pstn-sim-{seq_b:08x};2",
+            self._uniqueid(),
+            a1.linkedid,
+            "<unknown>",
+            b_number,
+            accountcode,
+            "pstn-sim",
+            state="Ring",
+        )
+        for channel in (b1, b2):
+            s.channels[channel.name] = channel
+            s.event("Newchannel", channel.snapshot())
+        dest_b = [("DestChannel", b1.name), ("DestExten", b_number), ("DestUniqueid", b1.uniqueid)]
+        s.event("DialBegin", [*a1.snapshot(), *dest_b, ("DialString", f"{b_number}@pstn-sim")])
+        b1.caller, b1.state = b_number, "Ringing"
+        s.event("Newstate", b1.snapshot())
+        if not await self._wait(a1, ring_b):
+            for channel in (b2, b1):
+                channel.state = "Up"
+                s.event("Newstate", channel.snapshot())
+            s.event("DialEnd", [*a1.snapshot(), *dest_b, ("DialStatus", "ANSWER")])
+            await self._wait(a1, talk)
+        else:
+            s.event("DialEnd", [*a1.snapshot(), *dest_b, ("DialStatus", "CANCEL")])
+        await self._hang_up(b2, b1, a1, a2)
+        self.ended.append((a1.uniqueid, "callback"))
+
+    async def _hang_up(self, *channels: Channel) -> None:
+        for channel in channels:
+            self.server.channels.pop(channel.name, None)
+            self.server.event(
+                "Hangup", [*channel.snapshot(), ("Cause", "16"), ("Cause-txt", "Normal Clearing")]
+            )
 
     @staticmethod
     async def _wait(channel: Channel, seconds: float) -> bool:

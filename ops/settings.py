@@ -47,6 +47,8 @@ class Settings:
     no_rate: str
     guard_ms: int
     callback_legs: str
+    callback_channel: str
+    callback_context: str
     short_call_seconds: int
     unanswered: str
     currency: str
@@ -112,6 +114,10 @@ def _parse(env: Mapping[str, str]) -> Settings:
         no_rate=_choice(env, "ASTERBILL_NO_RATE", "hangup-prepaid", NO_RATE_POLICIES),
         guard_ms=_int(env, "ASTERBILL_GUARD_MS", 500, 1, 10_000),  # 0 would hang up too late
         callback_legs=_choice(env, "ASTERBILL_CALLBACK_LEGS", "a", CALLBACK_LEG_POLICIES),
+        callback_channel=_callback_channel(
+            get("ASTERBILL_CALLBACK_CHANNEL", "Local/{number}@callback-out")
+        ),
+        callback_context=get("ASTERBILL_CALLBACK_CONTEXT", "callback"),
         short_call_seconds=_int(env, "ASTERBILL_SHORT_CALL_SECONDS", 0, 0, 3600),
         unanswered=_choice(env, "ASTERBILL_UNANSWERED", "record", UNANSWERED_POLICIES),
         currency=_currency(env),
@@ -122,6 +128,15 @@ def _parse(env: Mapping[str, str]) -> Settings:
         secret_key=env.get("ASTERBILL_SECRET_KEY", ""),
         log_level=_choice(env, "ASTERBILL_LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
     )
+
+
+def _callback_channel(template: str) -> str:
+    if template.count("{number}") != 1 or "/" not in template:
+        raise SettingsError(
+            f"ASTERBILL_CALLBACK_CHANNEL={template!r} must be a channel with one {{number}}, "
+            "e.g. Local/{number}@callback-out"
+        )
+    return template
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

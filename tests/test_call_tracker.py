@@ -22,13 +22,15 @@ def replay(path, payer_field="callerid"):
 @pytest.mark.parametrize("path", capture_files(), ids=CAPTURE_IDS)
 def test_every_billed_call_has_asterisks_billsec(path):
     tracker, steps = replay(path)
-    ended = {s.call.call_id: s.call for s in steps if isinstance(s, Ended)}
+    ended = {s.call.uniqueid: s.call for s in steps if isinstance(s, Ended)}
     cdrs = billing_cdrs(path)
     for uniqueid, cdr in cdrs.items():
         if "23-ts-transfer" in path.name:
             continue  # a redirected call: see test_a_redirected_call_is_billed_once
         call = ended[uniqueid]
         assert call.billsec == int(cdr["BillableSeconds"]), (uniqueid, call)
+        if call.leg == "a":  # a callback's leg A is priced by its own number (see below)
+            continue
         assert call.number == cdr["Destination"]
         assert call.src == cdr["Source"]
         assert call.disposition == cdr["Disposition"]
@@ -95,3 +97,79 @@ def test_events_for_unknown_channels_and_odd_frames_are_counted_not_fatal():
     with pytest.raises(frames.FrameError):
         frames.parse("this is not ami\r\n\r\n")
     assert frames.parse("Event: Cdr\r\nUserField: \r\n\r\n")["UserField"] == ""
+
+
+CALLBACK = next(p for p in capture_files() if p.name.startswith("08-"))
+
+
+def far_end_cdr(path, channel_prefix):
+    return next(
+        e
+        for _, e in events(path)
+        if e.get("Event") == "Cdr" and e.get("Channel", "").startswith(channel_prefix)
+    )
+
+
+@pytest.mark.parametrize("legs", ["a", "b", "both"])
+def test_callback_legs_are_billed_by_policy_each_by_its_own_number(legs):
+    tracker = CallTracker(callback_legs=legs)
+    steps = []
+    for received_us, event in events(CALLBACK):
+        steps += tracker.feed(event, received_us)
+    ended = {s.call.leg: s.call for s in steps if isinstance(s, Ended)}
+
+    assert set(ended) == {"a", "b"} if legs == "both" else {legs}
+    leg_a_cdr = far_end_cdr(CALLBACK, "Local/004930555111@pstn-sim-00000022;1")
+    leg_b_cdr = far_end_cdr(CALLBACK, "Local/00447700900123@pstn-sim-00000023;2")
+    if "a" in ended:
+        a = ended["a"]
+        assert (a.number, a.payer_key, a.disposition) == ("004930555111", "8008", "ANSWERED")
+        assert a.billsec == int(leg_a_cdr["BillableSeconds"])  # leg A's own answer to its end
+    if "b" in ended:
+        b = ended["b"]
+        assert (b.number, b.payer_key, b.disposition) == ("00447700900123", "8008", "ANSWERED")
+        assert b.billsec == int(leg_b_cdr["BillableSeconds"])  # leg B's answer to the end
+    assert len({c.call_id for c in ended.values()}) == len(ended)  # distinct billing ids
+    assert tracker.calls == {} and tracker.originated == {}
+
+
+def test_a_redirected_call_is_two_calls_each_by_its_own_number():
+    """Capture 23: an answered booth call moved by AMI Redirect to a second number."""
+    path = next(p for p in capture_files() if p.name.startswith("23-"))
+    _, steps = replay(path)
+    ended = [s.call for s in steps if isinstance(s, Ended)]
+    [first_cdr, second_cdr] = sorted(
+        (
+            e
+            for _, e in events(path)
+            if e.get("Event") == "Cdr"
+            and e.get("LastApplication") == "Dial"
+            and e.get("Channel", "").startswith("Local/0048221234567@callshop")
+        ),
+        key=lambda e: e["StartTime"],
+    )
+    second_far_end = next(
+        e
+        for _, e in events(path)
+        if e.get("Event") == "Cdr"
+        and e.get("Channel", "").startswith("Local/0033142685300@pstn-sim")
+        and e["Channel"].endswith(";2")
+    )
+
+    assert [c.number for c in ended] == ["0048221234567", "0033142685300"]
+    first, second = ended
+    assert first.uniqueid == second.uniqueid and first.call_id != second.call_id
+    assert first.billsec == int(first_cdr["BillableSeconds"])  # answer -> redirect: 4
+    # Asterisk's second CDR counts from the redirect (ring included: 8); we bill from the
+    # second far end's answer, as its own CDR does (6).
+    assert second.billsec == int(second_far_end["BillableSeconds"]) == 6
+    assert int(second_cdr["BillableSeconds"]) == 8
+    assert (first.hangup_cause_text, second.hangup_cause) == ("Redirected", 16)
+    assert [type(s).__name__ for s in steps] == [
+        "Dialed",
+        "Answered",
+        "Ended",
+        "Dialed",
+        "Answered",
+        "Ended",
+    ]

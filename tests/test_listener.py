@@ -67,6 +67,7 @@ async def run_with(
     port = await server.start("127.0.0.1", 0)
     settings = settings_for(port, key_prefix, **extra)
     listener = Listener(settings, biller(rig.engine, rig.book, settings))
+    rig.listener = listener
     task = asyncio.create_task(listener.run())
     try:
         await asyncio.wait_for(listener.logged_in.wait(), 10)
@@ -103,15 +104,15 @@ def test_every_capture_replays_through_the_listener(rig, key_prefix, path):
     listener = asyncio.run(run_with(rig, key_prefix, feed))
 
     cdrs = billing_cdrs(path)
-    ended = ended_records(rig)
+    # a callback's leg A is billed as `<uniqueid>:a` (ASTERBILL_CALLBACK_LEGS=a, the default)
+    ended = {k.partition(":")[0]: v for k, v in ended_records(rig).items()}
     unknown = ended_records(rig, reseller_id=0)  # callers that are no booth: recorded, free
     # Every booth Dial that Asterisk wrote a CDR for waits for settlement, once, with
     # Asterisk's disposition; answered ones are priced by their billsec, the others cost 0.
     assert set(cdrs) <= set(ended) | set(unknown)
     assert not set(ended) & set(unknown)
     metas = {
-        **read_metas(rig, 0),
-        **read_metas(rig, 1),
+        k.partition(":")[0]: v for k, v in {**read_metas(rig, 0), **read_metas(rig, 1)}.items()
     }
     for call_id, cdr in cdrs.items():
         record = ended.get(call_id) or unknown[call_id]
@@ -365,3 +366,48 @@ def test_a_redis_outage_delays_billing_but_loses_no_step(rig, key_prefix):
     [record] = ended_records(rig).values()
     assert record[0] == 8009 and record[5] == price(record[4], 10_000, PER_MINUTE)
     assert rig.engine.level(1, "clid", 8009).used == record[5]
+
+
+def test_a_callback_is_originated_and_both_legs_billed_by_their_own_numbers(rig, key_prefix):
+    """Originate through panoramisk: the OriginateResponse event is read from the action's
+    reply (panoramisk never hands it to event handlers), and the two legs are billed."""
+    rig.book.replace(
+        [
+            BookRow("customer", "0049", 0, 0, 0, PER_SECOND),  # leg A: the customer in Germany
+            BookRow("customer", "0044", 0, 0, 0, PER_MINUTE),  # leg B: the UK number
+        ]
+    )
+    rig.engine.provision(Payer(1, 10, 8008), payer_key="8008")
+    results = []
+    seen_events = []
+
+    async def feed(server):
+        listener = rig.listener
+        listener.manager.register_event("OriginateResponse", lambda m, e: seen_events.append(e))
+        results.append(
+            await listener.originate_callback("004930555111", "00447700900123", "8008", "shop1")
+        )
+        while server.channels:
+            await asyncio.sleep(0.1)
+
+    asyncio.run(
+        run_with(
+            rig,
+            key_prefix,
+            feed,
+            settle=0.5,
+            ASTERBILL_CALLBACK_LEGS="both",
+            ASTERBILL_CALLBACK_CHANNEL="Local/{number}@pstn-sim",
+        )
+    )
+
+    [result] = results
+    assert result.answered and result.uniqueid and result.reason == "4"
+    assert seen_events == []  # the pitfall: handlers never see it; the reply had it
+    ended = ended_records(rig)
+    assert set(ended) == {f"{result.uniqueid}:a", f"{result.uniqueid}:b"}
+    leg_a, leg_b = ended[f"{result.uniqueid}:a"], ended[f"{result.uniqueid}:b"]
+    assert leg_a[0] == leg_b[0] == 8008  # the booth that asked for the callback pays both
+    assert leg_a[5] == price(leg_a[4], 10_000, PER_SECOND)  # priced by A's number
+    assert leg_b[5] == price(leg_b[4], 10_000, PER_MINUTE)  # priced by B's number
+    assert leg_a[4] >= leg_b[4] >= 2  # A talks from its own answer, B from B's answer

@@ -19,14 +19,12 @@ from dataclasses import dataclass
 
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
-from sqlalchemy import select
 
 from lua.credit import CreditEngine
-from schema import Cdr
 from workers import reconcile
 from workers.credit_ops import reapply_pending
 from workers.jobs import job_id, request_settlement, settle_queue
-from workers.settle import LEG, forget_settled
+from workers.settle import forget_settled, settled_ids
 
 log = logging.getLogger("asterbill.reconciler")
 
@@ -67,9 +65,7 @@ def _forget_settled(factory, credit: CreditEngine, reseller_id: int, limit: int 
         if len(ids) >= limit:
             break
     with factory() as session:
-        settled = list(
-            session.scalars(select(Cdr.uniqueid).where(Cdr.uniqueid.in_(ids), Cdr.leg == LEG))
-        )
+        settled = sorted(settled_ids(session, ids))
     if settled:
         forget_settled(credit, reseller_id, settled)
         log.info("reseller %d: %d settled calls forgotten in Redis", reseller_id, len(settled))

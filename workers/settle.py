@@ -103,9 +103,7 @@ def settle(session: Session, calls: list[EndedCall]) -> SettleReport:
     # two workers were 4x slower than one). The unique key (uniqueid, leg) is the guard: a
     # worker racing another on the same calls fails on it, rolls back, retries, and then
     # finds them here.
-    existing = set(
-        session.scalars(select(Cdr.uniqueid).where(Cdr.uniqueid.in_(ids), Cdr.leg == LEG))
-    )
+    existing = settled_ids(session, ids)
     fresh = [c for c in calls if c.call_id not in existing]
     report.already = len(calls) - len(fresh)
     if not fresh:
@@ -121,8 +119,8 @@ def cdr_row(c: EndedCall) -> dict:
     dialed = dialed_ms(m, c)
     flags = list(m.get("flags", [])) + ([m["review"]] if m.get("review") else [])
     return {
-        "uniqueid": c.call_id,
-        "leg": LEG,
+        "uniqueid": split_call_id(c.call_id)[0],
+        "leg": split_call_id(c.call_id)[1],
         "linkedid": m.get("linkedid", ""),
         "calldate": _at(dialed),
         "answered_at": _at(c.answer_ms) if c.answered else None,
@@ -151,6 +149,25 @@ def cdr_row(c: EndedCall) -> dict:
         "review_reason": ",".join(flags)[:64],
         "settled_at": datetime.now(UTC).replace(tzinfo=None),
     }
+
+
+def split_call_id(call_id: str) -> tuple[str, str]:
+    """A call id is the channel's uniqueid, plus `:a` / `:b` for a callback's legs: the
+    CDR's (uniqueid, leg)."""
+    uniqueid, _, leg = call_id.partition(":")
+    return uniqueid, leg or LEG
+
+
+def settled_ids(session: Session, call_ids: list[str]) -> set[str]:
+    """Those of `call_ids` whose CDR is already in MySQL."""
+    wanted = set(call_ids)
+    rows = session.execute(
+        select(Cdr.uniqueid, Cdr.leg).where(
+            Cdr.uniqueid.in_({split_call_id(i)[0] for i in call_ids})
+        )
+    )
+    found = {u if leg == LEG else f"{u}:{leg}" for u, leg in rows}
+    return found & wanted
 
 
 def dialed_ms(meta: dict, c: EndedCall) -> int:
