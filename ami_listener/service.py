@@ -44,6 +44,36 @@ class Stats:
     hangup_lag_ms: deque = field(default_factory=lambda: deque(maxlen=100_000))
 
 
+class BackoffManager(Manager):
+    """panoramisk reconnects at a fixed interval (2 s), forever: against an Asterisk that is
+    down or refuses our secret that is a connection attempt every 2 s. Here the wait doubles
+    after every attempt, from FIRST_S up to MOST_S, and starts again from FIRST_S after a
+    login."""
+
+    FIRST_S, MOST_S = 0.5, 30.0
+
+    def __init__(self, **config) -> None:
+        super().__init__(**config)
+        self.reconnect_timeout = self.FIRST_S  # panoramisk keeps it an int
+        self._wait = self.FIRST_S
+        self.attempts: list[float] = []  # monotonic time of each connection attempt
+
+    def connect(self, *args, **kwargs):
+        # panoramisk waits `reconnect_timeout` after this attempt fails (or, later, after
+        # this connection is lost); the attempt after that waits twice as long.
+        self.reconnect_timeout, self._wait = self._wait, min(self.MOST_S, self._wait * 2)
+        self.attempts.append(time.monotonic())
+        if len(self.attempts) > 1:
+            log.info("AMI connection attempt %d", len(self.attempts))
+        return super().connect(*args, **kwargs)
+
+    def login(self, future):
+        ok = super().login(future)
+        if ok:
+            self.reconnect_timeout = self._wait = self.FIRST_S
+        return ok
+
+
 @dataclass(frozen=True)
 class OriginateResult:
     answered: bool  # leg A answered (Asterisk's OriginateResponse: Success)
@@ -103,18 +133,19 @@ class Listener:
         )
 
     async def connect(self) -> None:
-        self.manager = Manager(
+        self.manager = BackoffManager(
             loop=asyncio.get_running_loop(),
             host=self.settings.ami_host,
             port=self.settings.ami_port,
             username=self.settings.ami_user,
             secret=self.settings.ami_secret,
             ping_delay=10,
-            reconnect_timeout=2,
             on_login=self._on_login,
         )
         self.manager.register_event("*", self._on_event)
-        await self.manager.connect()
+        # Not awaited: when Asterisk is down at start the first attempt fails, and awaiting
+        # it would end the listener; panoramisk retries by itself (with our backoff).
+        self.manager.connect()
 
     def close(self) -> None:
         if self.manager is not None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import json
+import time
 
 import pytest
 
@@ -411,3 +413,84 @@ def test_a_callback_is_originated_and_both_legs_billed_by_their_own_numbers(rig,
     assert leg_a[5] == price(leg_a[4], 10_000, PER_SECOND)  # priced by A's number
     assert leg_b[5] == price(leg_b[4], 10_000, PER_MINUTE)  # priced by B's number
     assert leg_a[4] >= leg_b[4] >= 2  # A talks from its own answer, B from B's answer
+
+
+def test_reconnects_back_off_while_asterisk_is_down_and_reset_after_login(rig, key_prefix):
+    from tests.test_cli import free_port
+
+    port = free_port()
+    settings = settings_for(port, key_prefix)
+
+    async def scenario():
+        listener = Listener(settings, Biller(rig.engine, rig.book, settings))
+        task = asyncio.create_task(listener.run())
+        server = pbx_sim.AmiServer("billing", "s3cret")
+        try:
+            await asyncio.sleep(3.8)  # Asterisk is down: attempts at 0, 0.5, 1.5, 3.5 s
+            down = list(listener.manager.attempts)
+            await server.start("127.0.0.1", port)
+            await asyncio.wait_for(listener.logged_in.wait(), 10)
+            listener.logged_in.clear()
+            server.drop_sessions()  # an Asterisk restart: the first retry is quick again
+            dropped = time.monotonic()
+            await asyncio.wait_for(listener.logged_in.wait(), 10)
+            return down, listener.manager.attempts, dropped
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            listener.close()
+            await server.close()
+
+    down, attempts, dropped = asyncio.run(scenario())
+
+    gaps = [b - a for a, b in itertools.pairwise(down)]
+    assert len(down) == 4, gaps
+    assert all(later > 1.8 * earlier for earlier, later in itertools.pairwise(gaps)), gaps
+    assert attempts[-1] - dropped < 1.0  # after a login the wait starts again from 0.5 s
+
+
+def test_panoramisk_pitfalls_empty_last_header_and_a_listener_built_outside_the_loop(
+    rig, key_prefix
+):
+    """A Listener object made outside any event loop still connects (its panoramisk Manager
+    is built inside the running loop), and a Cdr whose last header is empty (`UserField: `,
+    which panoramisk 1.4 drops) arrives with every other header and bills nothing twice."""
+    server_port = {}
+    seen = []
+
+    async def serve_and_feed(listener):
+        server = pbx_sim.AmiServer("billing", "s3cret")
+        server_port["port"] = await server.start("127.0.0.1", server_port["port"])
+        listener.manager.register_event("Cdr", lambda manager, e: seen.append(dict(e)))
+        await asyncio.wait_for(listener.logged_in.wait(), 10)
+        plan = pbx_sim.CallPlan("8001", "00442071234567", ring=0.2, talk=1.2)
+        await pbx_sim.run_generator(server, [plan], cps=0)
+        await asyncio.sleep(0.5)
+        await listener.queue.join()
+        await server.close()
+
+    from tests.test_cli import free_port
+
+    server_port["port"] = free_port()
+    settings = settings_for(server_port["port"], key_prefix)
+    listener = Listener(settings, Biller(rig.engine, rig.book, settings))  # no loop running
+
+    async def main():
+        task = asyncio.create_task(listener.run())
+        await asyncio.sleep(0)
+        try:
+            await serve_and_feed(listener)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            listener.close()
+
+    asyncio.run(main())
+
+    [cdr] = [e for e in seen if e.get("Event") == "Cdr"]
+    assert cdr["Destination"] == "00442071234567" and cdr["Disposition"] == "ANSWERED"
+    assert cdr.get("UserField", "") == ""  # dropped by panoramisk, or empty: never needed
+    [record] = ended_records(rig).values()
+    assert record[5] == price(record[4], 10_000, PER_MINUTE)
