@@ -1,22 +1,90 @@
-"""Flask app factory. For now it serves the health check that monitoring and `asterbill run`
-use; the back office is added on top of this factory."""
+"""Flask app factory: the health check, the back office (Flask-Admin), credit operations and
+the booth / extension user portal. Security by default: CSRF on every form (Flask-WTF's
+CSRFProtect also guards Flask-Admin's forms and actions), sessions that expire, a secret key
+only from the environment (a random one per process when unset: sessions then end at a
+restart), server-side role checks in every view (admin.scope)."""
 
 from __future__ import annotations
 
-from flask import Flask, jsonify
+import secrets
+from datetime import timedelta
 
+from flask import Flask, jsonify, request
+from flask_admin import Admin
+from flask_admin.theme import Bootstrap4Theme
+from flask_login import current_user
+
+from admin import auth, credit_page, portal, views
+from admin.extensions import babel, csrf, db
+from lua.credit import CreditEngine
+from lua.keys import Keys
 from ops import redis_server
 from ops.errors import ServiceUnavailable
 from ops.settings import Settings
+from rating.book import RedisRateBook
 from schema import migrate
 from schema.db import check_database, make_engine
+
+LANGUAGES = {"en": "en", "zh": "zh_Hans_CN"}
 
 
 def create_app(settings: Settings) -> Flask:
     app = Flask(__name__)
-    app.config["SECRET_KEY"] = settings.secret_key or None
     engine = make_engine(settings.database_url)
+    app.config.update(
+        SECRET_KEY=settings.secret_key or secrets.token_hex(32),
+        SQLALCHEMY_DATABASE_URI=engine.url,
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=8),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        WTF_CSRF_TIME_LIMIT=8 * 3600,
+        MAX_CONTENT_LENGTH=32 * 1024 * 1024,  # rate decks
+        ASTERBILL_KEY_PREFIX=settings.key_prefix,
+        ASTERBILL_DISPLAY_DECIMALS=settings.display_decimals,
+        ASTERBILL_PIN_DIGITS=12,
+        ASTERBILL_CURRENCY=settings.currency,
+    )
     client = redis_server.connect(settings.redis_url, socket_timeout=2)
+    keys = Keys(settings.key_prefix)
+    app.extensions["asterbill_redis"] = client
+    app.extensions["asterbill_credit"] = CreditEngine(client, keys)
+    app.extensions["asterbill_book"] = RedisRateBook(client, keys)
+
+    db.init_app(app)
+    csrf.init_app(app)
+    babel.init_app(app, locale_selector=_locale)
+    auth.login_manager.init_app(app)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(portal.bp)
+
+    back_office = Admin(
+        app,
+        name="asterbill",
+        theme=Bootstrap4Theme(swatch="default"),
+        index_view=views.Home(url="/admin"),
+    )
+    views.register(back_office)
+    back_office.add_view(credit_page.CreditPage(name="Credit", endpoint="credit"))
+
+    @app.before_request
+    def keep_session_short():
+        from flask import session
+
+        session.permanent = True  # PERMANENT_SESSION_LIFETIME applies
+
+    @app.after_request
+    def security_headers(response):
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
+
+    @app.get("/")
+    def root():
+        from flask import redirect, url_for
+
+        return redirect(url_for("admin.index"))
 
     @app.get("/healthz")
     def healthz():
@@ -37,3 +105,12 @@ def create_app(settings: Settings) -> Flask:
         return jsonify(status="ok" if healthy else "degraded", **report), 200 if healthy else 503
 
     return app
+
+
+def _locale() -> str:
+    """The user's language (accounts choose theirs), else the browser's, else English."""
+    language = getattr(current_user, "language", None) if current_user else None
+    if language in LANGUAGES:
+        return LANGUAGES[language]
+    best = request.accept_languages.best_match(list(LANGUAGES))
+    return LANGUAGES.get(best or "en", "en")

@@ -58,7 +58,13 @@ class BackoffManager(Manager):
         self._wait = self.FIRST_S
         self.attempts: list[float] = []  # monotonic time of each connection attempt
 
+    def close(self) -> None:
+        self.closed = True  # panoramisk's own close() leaves its retry loop running
+        super().close()
+
     def connect(self, *args, **kwargs):
+        if getattr(self, "closed", False):
+            return None
         # panoramisk waits `reconnect_timeout` after this attempt fails (or, later, after
         # this connection is lost); the attempt after that waits twice as long.
         self.reconnect_timeout, self._wait = self._wait, min(self.MOST_S, self._wait * 2)

@@ -159,3 +159,9 @@ class Account(Base):
     )
     created_at: Mapped[datetime] = created_at()
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    reseller: Mapped[Reseller | None] = relationship()
+    group: Mapped[AccountGroup | None] = relationship()
+
+    def __str__(self) -> str:
+        return self.username

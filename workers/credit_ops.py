@@ -75,7 +75,7 @@ def perform(factory, engine: CreditEngine, request: CreditRequest) -> CreditResu
 
 def record(session: Session, request: CreditRequest):
     """Step 1 in the caller's transaction: (operation, replayed, curcredit before, after)."""
-    _validate(request)
+    validate(request)
     model = MODELS[request.level]
     row = session.get(model, request.target_id, with_for_update=True)
     if row is None:
@@ -202,7 +202,7 @@ def reapply_pending(factory, engine: CreditEngine, older_than_s: float = 5.0) ->
     return done
 
 
-def _validate(r: CreditRequest) -> None:
+def validate(r: CreditRequest) -> None:
     if r.kind not in KINDS:
         raise InvalidInput(f"unknown credit operation {r.kind!r} (one of {', '.join(KINDS)})")
     if r.level not in MODELS:

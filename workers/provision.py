@@ -173,28 +173,33 @@ def provision_redis(session: Session, engine: CreditEngine, book: RedisRateBook)
     from MySQL's curcredit. Returns the number of clids."""
     count = 0
     for clid in session.scalars(select(Clid)):
-        group, reseller = clid.group, clid.group.reseller
-        levels = {"clid": clid, "group": group, "reseller": reseller}
-        engine.provision(
-            Payer(reseller.id, group.id, clid.id),
-            limits={k: (v.limit_type, stored_micros(v.creditlimit)) for k, v in levels.items()},
-            payer_key=clid.clid,
-            locked=clid.locked,
-            deposit=None if clid.deposit is None else stored_micros(clid.deposit),
-            multiples=(
-                to_multiple(group.customer_multiple),
-                to_multiple(group.group_multiple),
-                to_multiple(reseller.multiple),
-            ),
-            used=(
-                stored_micros(clid.curcredit),
-                stored_micros(group.curcredit),
-                stored_micros(reseller.curcredit),
-            ),
-        )
+        provision_clid(engine, clid)
         count += 1
     sync_all(session, book)
     return count
+
+
+def provision_clid(engine: CreditEngine, clid: Clid) -> None:
+    """One booth's levels, payer key and configuration into Redis (balances kept)."""
+    group, reseller = clid.group, clid.group.reseller
+    levels = {"clid": clid, "group": group, "reseller": reseller}
+    engine.provision(
+        Payer(reseller.id, group.id, clid.id),
+        limits={k: (v.limit_type, stored_micros(v.creditlimit)) for k, v in levels.items()},
+        payer_key=clid.clid,
+        locked=clid.locked,
+        deposit=None if clid.deposit is None else stored_micros(clid.deposit),
+        multiples=(
+            to_multiple(group.customer_multiple),
+            to_multiple(group.group_multiple),
+            to_multiple(reseller.multiple),
+        ),
+        used=(
+            stored_micros(clid.curcredit),
+            stored_micros(group.curcredit),
+            stored_micros(reseller.curcredit),
+        ),
+    )
 
 
 def _upsert(session: Session, model, key: str, value: str, **create):

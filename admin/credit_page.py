@@ -1,0 +1,163 @@
+"""Charge / refund / credit limit / limit type / lock / deposit, with a confirmation step,
+through the credit service (workers/credit_ops.py: MySQL row + history, then Redis, once per
+operation id). Curcredit is never a form field anywhere.
+
+The operation id is made when the form is shown and travels through the confirmation, so a
+double submit (or a reload of the confirmation) applies the operation once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal, InvalidOperation
+
+from flask import abort, current_app, flash, redirect, request, url_for
+from flask_admin import BaseView, expose
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from wtforms import HiddenField, SelectField, StringField
+from wtforms.validators import DataRequired, Length, Optional
+
+from admin import scope
+from admin.extensions import db
+from ops.errors import InvalidInput
+from schema import AccountGroup, Clid, Reseller
+from workers.credit_ops import CreditRequest, perform, validate
+
+MODELS = {"clid": Clid, "group": AccountGroup, "reseller": Reseller}
+KINDS = {
+    "charge": "Charge (money received)",
+    "refund": "Refund (money paid back)",
+    "set_limit": "Set credit limit",
+    "set_limit_type": "Set limit type",
+    "lock": "Lock",
+    "unlock": "Unlock",
+    "set_deposit": "Set booth deposit (empty: none)",
+}
+CLID_ONLY = ("lock", "unlock", "set_deposit")
+
+
+class CreditForm(FlaskForm):
+    kind = SelectField("Operation", choices=list(KINDS.items()))
+    amount = StringField("Amount", validators=[Optional(), Length(max=24)])
+    limit_type = SelectField(
+        "Limit type", choices=[("none", "none"), ("prepaid", "prepaid"), ("postpaid", "postpaid")]
+    )
+    comment = StringField("Comment", validators=[Optional(), Length(max=255)])
+    op_id = HiddenField(validators=[DataRequired(), Length(max=64)])
+    confirmed = HiddenField()
+
+
+def may_operate(user, level: str, row) -> bool:
+    """admin: any level; a reseller: its groups and booths; a groupadmin: its booths."""
+    if user.role == "admin":
+        return True
+    if user.role == "reseller":
+        return level in ("group", "clid") and scope.writable(row, user)
+    if user.role == "groupadmin":
+        return level == "clid" and scope.writable(row, user)
+    return False
+
+
+class CreditPage(BaseView):
+    def is_accessible(self) -> bool:
+        return current_user.is_authenticated and current_user.role in (
+            "admin",
+            "reseller",
+            "groupadmin",
+        )
+
+    def inaccessible_callback(self, name, **kwargs):
+        if not current_user.is_authenticated:
+            return redirect(url_for("auth.login"))
+        abort(403)
+
+    def is_visible(self) -> bool:
+        return False  # reached from a row's "credit" link, not the menu
+
+    @expose("/")
+    def index(self):
+        return redirect(url_for("clids.index_view"))
+
+    @expose("/<level>/<int:target_id>", methods=("GET", "POST"))
+    def operate(self, level: str, target_id: int):
+        model = MODELS.get(level)
+        if model is None:
+            abort(404)
+        row = db.session.get(model, target_id)
+        if row is None or not db.session.scalar(
+            db.select(model.id).where(model.id == target_id, scope.visible(model, current_user))
+        ):
+            abort(404)
+        if not may_operate(current_user, level, row):
+            abort(403)
+        form = CreditForm()
+        if request.method == "GET":
+            form.op_id.data = uuid.uuid4().hex
+        if not form.validate_on_submit():
+            return self.render("credit.html", form=form, row=row, level=level, step="edit")
+        request_ = self._request(form, level, target_id)
+        if request_ is None:
+            return self.render("credit.html", form=form, row=row, level=level, step="edit")
+        if form.confirmed.data != "yes":
+            form.confirmed.data = "yes"
+            return self.render(
+                "credit.html", form=form, row=row, level=level, step="confirm", op=request_
+            )
+        try:
+            result = perform(_factory(), _credit(), request_)
+        except InvalidInput as exc:
+            flash(str(exc), "error")
+            return self.render("credit.html", form=form, row=row, level=level, step="edit")
+        if result.replayed:
+            flash("This operation was already done; nothing changed.", "info")
+        else:
+            flash(
+                f"{KINDS[request_.kind]}: done. Credit used {result.curcredit_before} -> "
+                f"{result.curcredit_after}"
+                + ("" if result.applied else " (the live balance follows within seconds)"),
+                "success",
+            )
+        back = {"clid": "clids", "group": "groups", "reseller": "resellers"}[level]
+        return redirect(url_for(f"{back}.index_view"))
+
+    def _request(self, form: CreditForm, level: str, target_id: int) -> CreditRequest | None:
+        kind = form.kind.data
+        if kind in CLID_ONLY and level != "clid":
+            form.kind.errors = [*form.kind.errors, "only for booths"]
+            return None
+        amount = None
+        text = (form.amount.data or "").strip()
+        if kind in ("charge", "refund", "set_limit") or (kind == "set_deposit" and text):
+            try:
+                amount = Decimal(text)
+            except InvalidOperation:
+                form.amount.errors = [*form.amount.errors, "not an amount"]
+                return None
+        request_ = CreditRequest(
+            kind,
+            level,
+            target_id,
+            amount=amount,
+            value=form.limit_type.data if kind == "set_limit_type" else None,
+            comment=form.comment.data or "",
+            account_id=current_user.account_id,
+            op_id=form.op_id.data,
+        )
+        try:
+            validate(request_)
+        except InvalidInput as exc:
+            form.amount.errors = [*form.amount.errors, str(exc)]
+            return None
+        return request_
+
+
+def _factory():
+    """A session factory on the app's database, for the credit service's own transactions."""
+    from sqlalchemy.orm import sessionmaker
+
+    return sessionmaker(bind=db.engine, expire_on_commit=False)
+
+
+def _credit():
+    return current_app.extensions["asterbill_credit"]

@@ -1,0 +1,470 @@
+"""Flask-Admin views: thin. Every query, row, form and action goes through `admin.scope`;
+changes that the real-time side needs (clids, rates) are pushed to Redis at once.
+
+Row scoping in Flask-Admin 2.2 (STACK-NOTES): `get_query` and `get_count_query` filter the
+lists, `get_one` (edit, details, delete) is overridden too and answers 404 for a row out of
+scope and 403 for a visible row the user may not change; bulk actions go through
+`delete_model`, which checks again. Foreign-key dropdowns only list rows in scope.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from flask import abort, current_app, redirect, request, url_for
+from flask_admin import AdminIndexView, expose
+from flask_admin.contrib.sqla import ModelView
+from flask_admin.model.template import LinkRowAction
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from markupsafe import escape
+from sqlalchemy import inspect, select
+from wtforms import PasswordField, SelectField
+from wtforms.validators import Optional, ValidationError
+
+from admin import scope
+from admin.extensions import db
+from rating.money import format_micros, stored_micros
+from rating.store import Target, sync_scope
+from schema import (
+    Account,
+    AccountGroup,
+    CallshopRate,
+    Cdr,
+    Clid,
+    CreditHistory,
+    CustomerRate,
+    Reseller,
+    ResellerRate,
+)
+
+READ_ONLY_ENDPOINT_SUFFIXES = (".details_view", ".index_view", ".export")
+
+
+def money(view, context, model, name):
+    value = getattr(model, name)
+    if value is None:
+        return ""
+    decimals = current_app.config["ASTERBILL_DISPLAY_DECIMALS"]
+    return format_micros(stored_micros(value), decimals)
+
+
+class Home(AdminIndexView):
+    def is_accessible(self) -> bool:
+        return current_user.is_authenticated and current_user.role != "clid"
+
+    def inaccessible_callback(self, name, **kwargs):
+        return redirect(url_for("auth.login", next=request.url))
+
+    @expose("/")
+    def index(self):
+        return self.render("home.html", user=current_user)
+
+
+class ScopedView(ModelView):
+    """A model view whose rows, forms and actions follow `admin.scope` for the user."""
+
+    view_key = ""  # key of admin.scope.VIEWS
+    form_base_class = FlaskForm  # a CSRF token in every form, checked by CSRFProtect
+    page_size = 50
+    can_view_details = True
+    named_filter_urls = True
+    form_excluded_columns = ("created_at",)
+
+    # -- who may open it, and do what -------------------------------------------------------
+    def is_accessible(self) -> bool:
+        return current_user.is_authenticated and current_user.role in scope.VIEWS[self.view_key]
+
+    def inaccessible_callback(self, name, **kwargs):
+        if not current_user.is_authenticated:
+            return redirect(url_for("auth.login", next=request.url))
+        abort(403)
+
+    @property
+    def can_create(self) -> bool:
+        return current_user.is_authenticated and scope.creatable(self.model, current_user)
+
+    @property
+    def can_edit(self) -> bool:
+        return current_user.is_authenticated and scope.editable(self.model, current_user)
+
+    @property
+    def can_delete(self) -> bool:
+        return current_user.is_authenticated and scope.creatable(self.model, current_user)
+
+    # -- rows ---------------------------------------------------------------------------
+    def get_query(self):
+        return super().get_query().filter(scope.visible(self.model, current_user))
+
+    def get_count_query(self):
+        return super().get_count_query().filter(scope.visible(self.model, current_user))
+
+    def get_one(self, id):
+        row = db.session.scalar(
+            select(self.model).where(self.model.id == id, scope.visible(self.model, current_user))
+        )
+        if row is None:
+            abort(404)
+        endpoint = request.endpoint or ""
+        if not endpoint.endswith(READ_ONLY_ENDPOINT_SUFFIXES) and not scope.writable(
+            row, current_user
+        ):
+            abort(403)
+        return row
+
+    def on_model_change(self, form, model, is_created):
+        if is_created and not scope.creatable(self.model, current_user):
+            raise ValidationError("you may not add these")
+        self.fill_scope(model, is_created)
+        db.session.flush()
+        if not scope.writable(model, current_user):
+            raise ValidationError("that is outside what you manage")
+
+    def on_model_delete(self, model):
+        if not scope.writable(model, current_user):
+            raise ValidationError("that is outside what you manage")
+
+    def fill_scope(self, model, is_created) -> None:
+        """Set the owner columns the user may not choose (e.g. a reseller's own id)."""
+
+
+def group_choices():
+    return db.session.scalars(
+        select(AccountGroup)
+        .where(scope.visible(AccountGroup, current_user))
+        .order_by(AccountGroup.name)
+    ).all()
+
+
+class AccountView(ScopedView):
+    view_key = "accounts"
+    column_list = ("username", "role", "reseller", "group", "language", "active", "last_login_at")
+    column_searchable_list = ("username",)
+    form_columns = ("username", "role", "group", "reseller", "language", "active")
+    form_extra_fields = {"new_password": PasswordField("Password", validators=[Optional()])}
+    form_overrides = {"role": SelectField}
+    form_args = {"group": {"query_factory": group_choices, "allow_blank": True}}
+    column_labels = {"new_password": "Password (leave empty to keep)"}
+
+    def create_form(self, obj=None):
+        form = super().create_form(obj)
+        self._limit(form)
+        return form
+
+    def edit_form(self, obj=None):
+        form = super().edit_form(obj)
+        self._limit(form)
+        return form
+
+    def _limit(self, form) -> None:
+        form.role.choices = [(r, r) for r in scope.CREATES_ROLES.get(current_user.role, ())]
+        if current_user.role != "admin":
+            del form.reseller
+
+    def fill_scope(self, model, is_created) -> None:
+        from admin.accounts import set_password
+
+        if model.role not in scope.CREATES_ROLES.get(current_user.role, ()):
+            raise ValidationError(f"you may not make {model.role} accounts")
+        if form_password := request.form.get("new_password"):
+            set_password(model, form_password)
+        elif is_created:
+            raise ValidationError("a new account needs a password")
+        if model.role == "admin":
+            model.reseller_id = model.group_id = None
+            model.group = model.reseller = None
+        elif model.role == "reseller":
+            model.group_id, model.group = None, None
+            if current_user.role != "admin":
+                model.reseller_id = current_user.reseller_id
+        else:
+            if model.group is None:
+                raise ValidationError(f"a {model.role} account needs a group")
+            model.reseller_id = model.group.reseller_id
+            model.reseller = model.group.reseller
+
+
+class ResellerView(ScopedView):
+    view_key = "resellers"
+    column_list = ("name", "limit_type", "creditlimit", "curcredit", "multiple", "allow_callback")
+    column_formatters = {"creditlimit": money, "curcredit": money}
+    form_columns = ("name", "accountcode", "multiple", "allow_callback")
+    column_extra_row_actions = [LinkRowAction("fa fa-money", "/admin/credit/reseller/{row_id}")]
+
+
+class GroupView(ScopedView):
+    view_key = "groups"
+    column_extra_row_actions = [LinkRowAction("fa fa-money", "/admin/credit/group/{row_id}")]
+    column_list = (
+        "name",
+        "title",
+        "reseller",
+        "limit_type",
+        "creditlimit",
+        "curcredit",
+        "customer_multiple",
+        "group_multiple",
+        "allow_callback",
+    )
+    column_formatters = {"creditlimit": money, "curcredit": money}
+    column_searchable_list = ("name", "title")
+    form_columns = (
+        "name",
+        "title",
+        "tagline",
+        "accountcode",
+        "customer_multiple",
+        "group_multiple",
+        "allow_callback",
+        "reseller",
+    )
+    form_args = {
+        "reseller": {
+            "query_factory": lambda: db.session.scalars(
+                select(Reseller).where(scope.visible(Reseller, current_user))
+            ).all()
+        }
+    }
+
+    def fill_scope(self, model, is_created) -> None:
+        if current_user.role != "admin":
+            model.reseller_id = current_user.reseller_id
+            model.reseller = db.session.get(Reseller, current_user.reseller_id)
+
+    def after_model_change(self, form, model, is_created):
+        _provision_group(model)
+
+
+class ClidView(ScopedView):
+    view_key = "clids"
+    column_extra_row_actions = [LinkRowAction("fa fa-money", "/admin/credit/clid/{row_id}")]
+    column_list = (
+        "clid",
+        "display",
+        "kind",
+        "group",
+        "limit_type",
+        "creditlimit",
+        "curcredit",
+        "deposit",
+        "locked",
+        "shown",
+    )
+    column_formatters = {
+        "creditlimit": money,
+        "curcredit": money,
+        "deposit": money,
+        "display": lambda v, c, m, n: escape(m.display),
+    }
+    column_searchable_list = ("clid", "display")
+    column_filters = ("locked", "kind")
+    form_columns = ("clid", "display", "kind", "group", "accountcode", "shown")
+    form_args = {"group": {"query_factory": group_choices, "allow_blank": False}}
+    form_overrides = {"kind": SelectField}
+    form_args["kind"] = {
+        "choices": [("booth", "booth"), ("extension", "extension"), ("card", "card")]
+    }
+
+    def fill_scope(self, model, is_created) -> None:
+        if model.group is None:
+            raise ValidationError("a clid needs a group")
+        model.group_id = model.group.id
+        if is_created and not model.pin:
+            with db.session.no_autoflush:  # the new row may not be flushed without its PIN
+                model.pin = new_pin(current_app.config["ASTERBILL_PIN_DIGITS"])
+
+    def after_model_change(self, form, model, is_created):
+        _provision_clid(model)
+
+
+def new_pin(digits: int) -> str:
+    """A PIN from the `secrets` module, unique among clids."""
+    while True:
+        pin = "".join(secrets.choice("0123456789") for _ in range(digits))
+        if db.session.scalar(select(Clid.id).where(Clid.pin == pin)) is None:
+            return pin
+
+
+class RateView(ScopedView):
+    table = ""
+    column_list = (
+        "dialprefix",
+        "numlen",
+        "destination",
+        "connectcharge",
+        "initblock",
+        "rateinitial",
+        "billingblock",
+        "reseller_id",
+        "group_id",
+    )
+    column_formatters = {"connectcharge": money, "rateinitial": money}
+    column_searchable_list = ("dialprefix", "destination")
+    column_filters = ("reseller_id", "group_id", "dialprefix")
+    form_columns = (
+        "dialprefix",
+        "numlen",
+        "destination",
+        "connectcharge",
+        "initblock",
+        "rateinitial",
+        "billingblock",
+        "reseller_id",
+        "group_id",
+    )
+
+    def fill_scope(self, model, is_created) -> None:
+        # the scope the row had before this change: its old book must lose it in Redis
+        state = inspect(model)
+        old = [state.attrs[c].history.deleted for c in self._scope_columns()]
+        model.asterbill_old_scope = tuple(o[0] if o else None for o in old)
+        if current_user.role == "reseller":
+            model.reseller_id = current_user.reseller_id
+            if getattr(model, "group_id", 0):
+                owned = db.session.get(AccountGroup, model.group_id)
+                if owned is None or owned.reseller_id != current_user.reseller_id:
+                    raise ValidationError("that group is not yours")
+        elif current_user.role == "groupadmin":
+            model.reseller_id, model.group_id = current_user.reseller_id, current_user.group_id
+
+    def _scope_columns(self) -> tuple[str, ...]:
+        return ("reseller_id", "group_id") if self.table != "reseller" else ("reseller_id",)
+
+    def _scope_of(self, model) -> tuple[int, ...]:
+        return tuple(getattr(model, c) or 0 for c in self._scope_columns())
+
+    def after_model_change(self, form, model, is_created):
+        self._sync(self._scope_of(model))
+        old = getattr(model, "asterbill_old_scope", ())
+        if any(v is not None for v in old):
+            merged = tuple(
+                o if o is not None else n for o, n in zip(old, self._scope_of(model), strict=True)
+            )
+            if merged != self._scope_of(model):
+                self._sync(merged)
+
+    def after_model_delete(self, model):
+        self._sync(self._scope_of(model))
+
+    def _sync(self, where: tuple[int, ...]) -> None:
+        target = Target(self.table, where[0], where[1] if len(where) > 1 else 0)
+        sync_scope(db.session, current_app.extensions["asterbill_book"], target)
+
+
+class CustomerRateView(RateView):
+    view_key, table = "customer_rates", "customer"
+
+
+class CallshopRateView(RateView):
+    view_key, table = "callshop_rates", "callshop"
+
+
+class ResellerRateView(RateView):
+    view_key, table = "reseller_rates", "reseller"
+    column_list = tuple(c for c in RateView.column_list if c != "group_id")
+    form_columns = tuple(c for c in RateView.form_columns if c != "group_id")
+    column_filters = ("reseller_id", "dialprefix")
+
+
+PRICES = ("credit", "callshop_credit", "reseller_credit")
+
+
+def price(view, context, model, name):
+    """A CDR price, or nothing for a role that may not see it (an operator: customer only)."""
+    return money(view, context, model, name) if name in scope.price_columns(current_user) else ""
+
+
+class CdrView(ScopedView):
+    view_key = "cdrs"
+    can_export = True
+    export_types = ("csv",)
+    column_default_sort = ("calldate", True)
+    column_list = (
+        "calldate",
+        "src",
+        "dst",
+        "destination",
+        "clid_id",
+        "group_id",
+        "billsec",
+        "disposition",
+        *PRICES,
+        "billing_status",
+        "review_reason",
+    )
+    column_searchable_list = ("dst", "src", "destination", "uniqueid")
+    column_filters = (
+        "calldate",
+        "reseller_id",
+        "group_id",
+        "clid_id",
+        "dst",
+        "destination",
+        "disposition",
+        "billing_status",
+    )
+    column_formatters = dict.fromkeys(PRICES, price)
+    column_formatters_export = dict.fromkeys(PRICES, price)
+    column_details_list = [c.key for c in Cdr.__table__.columns]
+
+    def render(self, template, **kwargs):
+        # The columns are shared by every request; which prices show is per user, so they
+        # are filtered here, per render (and blanked by the formatters as well).
+        hidden = set(PRICES) - set(scope.price_columns(current_user))
+        for key in ("list_columns", "details_columns"):
+            if key in kwargs:
+                kwargs[key] = [c for c in kwargs[key] if c[0] not in hidden]
+        return super().render(template, **kwargs)
+
+
+class CreditHistoryView(ScopedView):
+    view_key = "credit_history"
+    column_default_sort = ("created_at", True)
+    column_list = (
+        "created_at",
+        "level",
+        "reseller_id",
+        "group_id",
+        "clid_id",
+        "operation",
+        "balance_before",
+        "amount",
+        "comment",
+        "account_id",
+    )
+    column_formatters = {
+        "balance_before": money,
+        "amount": money,
+        "comment": lambda v, c, m, n: escape(m.comment),
+    }
+    column_filters = ("created_at", "level", "operation", "clid_id", "group_id")
+
+
+def _provision_clid(clid: Clid) -> None:
+    """Push the booth's configuration to Redis at once (its balances are kept)."""
+    from workers.provision import provision_clid
+
+    provision_clid(current_app.extensions["asterbill_credit"], clid)
+
+
+def _provision_group(group: AccountGroup) -> None:
+    for clid in group.clids:
+        _provision_clid(clid)
+
+
+def register(admin) -> None:
+    session = db  # Flask-Admin 2.2 takes the Flask-SQLAlchemy object
+    admin.add_view(AccountView(Account, session, name="Accounts", endpoint="accounts"))
+    admin.add_view(ResellerView(Reseller, session, name="Resellers", endpoint="resellers"))
+    admin.add_view(GroupView(AccountGroup, session, name="Callshops", endpoint="groups"))
+    admin.add_view(ClidView(Clid, session, name="Booths", endpoint="clids"))
+    for view, model, name, endpoint in (
+        (CustomerRateView, CustomerRate, "Customer rates", "customer_rates"),
+        (CallshopRateView, CallshopRate, "Callshop rates", "callshop_rates"),
+        (ResellerRateView, ResellerRate, "Reseller rates", "reseller_rates"),
+    ):
+        admin.add_view(view(model, session, name=name, endpoint=endpoint, category="Rates"))
+    admin.add_view(CdrView(Cdr, session, name="CDRs", endpoint="cdrs"))
+    admin.add_view(
+        CreditHistoryView(CreditHistory, session, name="Credit history", endpoint="credit_history")
+    )

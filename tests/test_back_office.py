@@ -1,0 +1,409 @@
+"""The back office on real MariaDB and Redis, through Flask's test client with CSRF on:
+who sees and changes what (ORIGINAL.md section 9), forms, escaping, credit operations."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select
+
+from admin.accounts import create_account
+from admin.app import create_app
+from lua.credit import CreditEngine
+from lua.keys import Keys
+from ops.settings import load_settings
+from rating.book import RedisRateBook
+from schema import (
+    Account,
+    AccountGroup,
+    Cdr,
+    Clid,
+    CreditHistory,
+    CustomerRate,
+    Reseller,
+    migrate,
+)
+from schema.db import make_engine, session_factory
+from workers.provision import provision_redis
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def office(fresh_mysql_url, redis_server, key_prefix):
+    engine = make_engine(fresh_mysql_url)
+    migrate.upgrade(engine)
+    factory = session_factory(engine)
+    ids = {}
+    with factory() as s, s.begin():
+        for r in ("A", "B"):
+            reseller = Reseller(name=f"reseller-{r}")
+            s.add(reseller)
+            for g in (1, 2):
+                group = AccountGroup(name=f"shop-{r}{g}", reseller=reseller)
+                clid = Clid(clid=f"{r}{g}00", pin=f"{ord(r)}{g}0000000000", group=group)
+                s.add_all([group, clid])
+                s.flush()
+                ids[f"group{r}{g}"], ids[f"clid{r}{g}"] = group.id, clid.id
+                s.add(
+                    Cdr(
+                        uniqueid=f"u-{r}{g}",
+                        calldate=datetime(2026, 11, 1, 12),
+                        clid_id=clid.id,
+                        group_id=group.id,
+                        reseller_id=reseller.id,
+                        dst="0049301234567",
+                        disposition="ANSWERED",
+                        billsec=61,
+                        credit=Decimal("0.8"),
+                        callshop_credit=Decimal("0.3"),
+                        reseller_credit=Decimal("0.1"),
+                    )
+                )
+            ids[f"reseller{r}"] = reseller.id
+        s.add_all(
+            [
+                CustomerRate(
+                    dialprefix="00",
+                    connectcharge=0,
+                    rateinitial=Decimal("1"),
+                    billingblock=60,
+                    destination="global",
+                ),
+                CustomerRate(
+                    dialprefix="0049",
+                    connectcharge=0,
+                    rateinitial=Decimal("0.5"),
+                    billingblock=60,
+                    reseller_id=ids["resellerA"],
+                    destination="A all",
+                ),
+                CustomerRate(
+                    dialprefix="0044",
+                    connectcharge=0,
+                    rateinitial=Decimal("0.4"),
+                    billingblock=60,
+                    reseller_id=ids["resellerA"],
+                    group_id=ids["groupA1"],
+                    destination="A1 only",
+                ),
+                CustomerRate(
+                    dialprefix="0033",
+                    connectcharge=0,
+                    rateinitial=Decimal("0.3"),
+                    billingblock=60,
+                    reseller_id=ids["resellerB"],
+                    destination="B all",
+                ),
+            ]
+        )
+        create_account(s, "root", PASSWORD, "admin")
+        create_account(s, "resA", PASSWORD, "reseller", ids["resellerA"])
+        create_account(s, "resB", PASSWORD, "reseller", ids["resellerB"])
+        create_account(s, "gaA1", PASSWORD, "groupadmin", ids["resellerA"], ids["groupA1"])
+        create_account(s, "opA1", PASSWORD, "operator", ids["resellerA"], ids["groupA1"])
+    keys = Keys(key_prefix)
+    credit = CreditEngine(redis_server, keys)
+    with factory() as s:
+        provision_redis(s, credit, RedisRateBook(redis_server, keys))
+    settings = load_settings(
+        environ={
+            "DATABASE_URL": fresh_mysql_url,
+            "REDIS_URL": "redis://127.0.0.1:6379/0",
+            "ASTERBILL_KEY_PREFIX": key_prefix,
+            "ASTERBILL_SECRET_KEY": "test-secret-key-of-this-test",
+        },
+        env_file=None,
+    )
+    app = create_app(settings)
+    yield app, factory, credit, ids
+    engine.dispose()
+
+
+def token(html: str) -> str:
+    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html)
+    assert match, "no CSRF token in the page"
+    return match.group(1)
+
+
+def login(app, username):
+    client = app.test_client()
+    page = client.get("/login").get_data(as_text=True)
+    reply = client.post(
+        "/login", data={"username": username, "password": PASSWORD, "csrf_token": token(page)}
+    )
+    assert reply.status_code == 302, reply.get_data(as_text=True)
+    return client
+
+
+def post_form(client, url, data):
+    """GET the form (for its CSRF token), then POST it."""
+    page = client.get(url).get_data(as_text=True)
+    return client.post(url, data={**data, "csrf_token": token(page)})
+
+
+VIEWS = [
+    "accounts",
+    "resellers",
+    "groups",
+    "clids",
+    "customer_rates",
+    "callshop_rates",
+    "reseller_rates",
+    "cdrs",
+    "credit_history",
+]
+OPENS = {
+    "root": set(VIEWS),
+    "resA": set(VIEWS) - {"resellers"},
+    "gaA1": {
+        "accounts",
+        "groups",
+        "clids",
+        "customer_rates",
+        "callshop_rates",
+        "cdrs",
+        "credit_history",
+    },
+    "opA1": {"customer_rates", "cdrs"},
+}
+
+
+@pytest.mark.parametrize("user", list(OPENS))
+def test_each_role_opens_only_its_views(office, user):
+    app, *_ = office
+    client = login(app, user)
+    for view in VIEWS:
+        status = client.get(f"/admin/{view}/").status_code
+        assert status == (200 if view in OPENS[user] else 403), (user, view, status)
+
+
+def test_nobody_logged_in_is_sent_to_the_login(office):
+    app, *_ = office
+    reply = app.test_client().get("/admin/clids/")
+    assert reply.status_code == 302 and "/login" in reply.headers["Location"]
+
+
+def listed(client, view) -> str:
+    return client.get(f"/admin/{view}/").get_data(as_text=True)
+
+
+def test_lists_show_only_rows_in_scope(office):
+    app, *_ = office
+    reseller, shop = login(app, "resA"), login(app, "gaA1")
+    booths = listed(reseller, "clids")
+    assert "A100" in booths and "A200" in booths and "B100" not in booths
+    booths = listed(shop, "clids")
+    assert "A100" in booths and "A200" not in booths
+    rates = listed(reseller, "customer_rates")
+    assert "global" in rates and "A all" in rates and "A1 only" in rates and "B all" not in rates
+    rates = listed(shop, "customer_rates")
+    assert "global" in rates and "A all" in rates and "A1 only" in rates
+    assert "u-B1" not in reseller.get("/admin/cdrs/?search=u-").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("action", ["details", "edit", "delete"])
+def test_a_foreign_row_opened_by_url_is_404_and_changes_nothing(office, action):
+    app, factory, _, ids = office
+    client = login(app, "resA")
+    foreign = ids["clidB1"]
+    if action == "delete":
+        page = client.get("/admin/clids/").get_data(as_text=True)
+        reply = client.post("/admin/clids/delete/", data={"id": foreign, "csrf_token": token(page)})
+    else:
+        reply = client.get(f"/admin/clids/{action}/?id={foreign}")
+    assert reply.status_code == 404
+    with factory() as s:
+        assert s.get(Clid, foreign).clid == "B100"
+
+
+def test_global_rates_are_read_only_below_admin(office):
+    app, factory, _, _ = office
+    client = login(app, "resA")
+    with factory() as s:
+        global_rate = s.scalar(select(CustomerRate).where(CustomerRate.reseller_id == 0))
+        own = s.scalar(select(CustomerRate).where(CustomerRate.destination == "A all"))
+    assert client.get(f"/admin/customer_rates/details/?id={global_rate.id}").status_code == 200
+    assert client.get(f"/admin/customer_rates/edit/?id={global_rate.id}").status_code == 403
+    page = client.get("/admin/customer_rates/").get_data(as_text=True)
+    # a bulk delete naming the global row and its own: only its own goes
+    client.post(
+        "/admin/customer_rates/action/",
+        data={"action": "delete", "rowid": [global_rate.id, own.id], "csrf_token": token(page)},
+    )
+    with factory() as s:
+        assert s.get(CustomerRate, global_rate.id) is not None
+        assert s.get(CustomerRate, own.id) is None
+
+
+def test_who_may_create_which_account(office):
+    app, factory, _, ids = office
+    client = login(app, "gaA1")
+    reply = post_form(
+        client,
+        "/admin/accounts/new/",
+        {
+            "username": "sneaky",
+            "new_password": PASSWORD,
+            "role": "admin",
+            "group": ids["groupA1"],
+            "language": "en",
+            "active": "y",
+        },
+    )
+    assert reply.status_code == 200  # the form again, with the error
+    ok = post_form(
+        client,
+        "/admin/accounts/new/",
+        {
+            "username": "till2",
+            "new_password": PASSWORD,
+            "role": "operator",
+            "group": ids["groupA1"],
+            "language": "en",
+            "active": "y",
+        },
+    )
+    assert ok.status_code == 302
+    with factory() as s:
+        assert s.scalar(select(Account).where(Account.username == "sneaky")) is None
+        till = s.scalar(select(Account).where(Account.username == "till2"))
+        assert (till.role, till.group_id, till.reseller_id) == (
+            "operator",
+            ids["groupA1"],
+            ids["resellerA"],
+        )
+        assert till.password_hash.startswith("scrypt:")
+
+
+def test_a_group_from_another_reseller_cannot_be_chosen(office):
+    app, factory, _, ids = office
+    client = login(app, "resA")
+    reply = post_form(
+        client,
+        "/admin/clids/new/",
+        {"clid": "7777", "display": "x", "kind": "booth", "group": ids["groupB1"]},
+    )
+    assert reply.status_code == 200
+    with factory() as s:
+        assert s.scalar(select(Clid).where(Clid.clid == "7777")) is None
+
+
+def test_a_new_booth_gets_a_pin_and_reaches_redis(office):
+    app, factory, credit, ids = office
+    client = login(app, "gaA1")
+    reply = post_form(
+        client,
+        "/admin/clids/new/",
+        {
+            "clid": "5555",
+            "display": "Booth 9",
+            "kind": "booth",
+            "group": ids["groupA1"],
+            "accountcode": "",
+            "shown": "y",
+        },
+    )
+    assert reply.status_code == 302, re.findall(
+        r"(?s)alert-.{0,300}|has-error.{0,300}|invalid-feedback.{0,200}",
+        reply.get_data(as_text=True),
+    )
+    with factory() as s:
+        booth = s.scalar(select(Clid).where(Clid.clid == "5555"))
+    assert booth.pin.isdigit() and len(booth.pin) == 12
+    payer = credit.find_payer("5555")
+    assert (payer.group_id, payer.clid_id) == (ids["groupA1"], booth.id)
+
+
+def test_forms_without_the_csrf_token_are_refused(office):
+    app, factory, _, ids = office
+    anonymous = app.test_client()
+    assert (
+        anonymous.post("/login", data={"username": "root", "password": PASSWORD}).status_code == 400
+    )
+    client = login(app, "root")
+    reply = client.post(
+        "/admin/clids/new/",
+        data={"clid": "6666", "display": "x", "kind": "booth", "group": ids["groupA1"]},
+    )
+    assert reply.status_code == 400
+    with factory() as s:
+        assert s.scalar(select(Clid).where(Clid.clid == "6666")) is None
+
+
+def test_a_display_name_with_a_script_is_shown_escaped(office):
+    app, factory, _, ids = office
+    with factory() as s, s.begin():
+        s.get(Clid, ids["clidA1"]).display = "<script>alert(1)</script>"
+    page = listed(login(app, "resA"), "clids")
+    assert "<script>alert(1)</script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_an_operator_sees_the_customer_price_only(office):
+    app, *_ = office
+    operator, reseller = login(app, "opA1"), login(app, "resA")
+    page = listed(operator, "cdrs")
+    assert "0.80" in page and "0.30" not in page and "Callshop Credit" not in page
+    export = operator.get("/admin/cdrs/export/csv/").get_data(as_text=True)
+    assert "0.80" in export and "0.30" not in export and "0.10" not in export
+    page = listed(reseller, "cdrs")
+    assert "0.80" in page and "0.30" in page and "0.10" in page
+
+
+def test_a_charge_needs_confirming_and_applies_once(office):
+    app, factory, credit, ids = office
+    client = login(app, "resA")
+    url = f"/admin/credit/clid/{ids['clidA1']}"
+    form = {"kind": "charge", "amount": "12.50", "limit_type": "none", "comment": "cash"}
+    first = client.get(url).get_data(as_text=True)
+    op_id = re.search(r'name="op_id" type="hidden" value="([^"]+)"', first).group(1)
+    review = client.post(url, data={**form, "op_id": op_id, "csrf_token": token(first)})
+    assert "Please confirm" in review.get_data(as_text=True)
+    with factory() as s:
+        assert s.scalar(select(func.count()).select_from(CreditHistory)) == 0  # not yet
+    confirm = {**form, "op_id": op_id, "confirmed": "yes", "csrf_token": token(first)}
+    assert client.post(url, data=confirm).status_code == 302
+    assert client.post(url, data=confirm).status_code == 302  # a double submit
+    with factory() as s:
+        [history] = s.scalars(select(CreditHistory)).all()
+        assert history.amount == Decimal("12.5") and history.account_id is not None
+        assert s.get(Clid, ids["clidA1"]).curcredit == Decimal("-12.5")
+    assert credit.level(ids["resellerA"], "clid", ids["clidA1"]).used == -12_500_000
+    # another reseller's booth, and an operator: refused
+    assert client.get(f"/admin/credit/clid/{ids['clidB1']}").status_code == 404
+    assert login(app, "opA1").get(url).status_code == 403
+
+
+def test_failed_logins_are_limited(office):
+    app, *_ = office
+    client = app.test_client()
+    for _ in range(5):
+        page = client.get("/login").get_data(as_text=True)
+        client.post(
+            "/login", data={"username": "root", "password": "nope", "csrf_token": token(page)}
+        )
+    page = client.get("/login").get_data(as_text=True)
+    reply = client.post(
+        "/login", data={"username": "root", "password": PASSWORD, "csrf_token": token(page)}
+    )
+    assert reply.status_code == 200 and "Too many failed logins" in reply.get_data(as_text=True)
+
+
+def test_a_booth_user_sees_only_its_own_calls(office):
+    app, factory, _, ids = office
+    with factory() as s:
+        pin = s.get(Clid, ids["clidA1"]).pin
+    client = app.test_client()
+    page = client.get("/portal/login").get_data(as_text=True)
+    reply = client.post(
+        "/portal/login", data={"username": "A100", "password": pin, "csrf_token": token(page)}
+    )
+    assert reply.status_code == 302
+    home = client.get("/portal/").get_data(as_text=True)
+    assert "A100" in home and "0.80" in home
+    assert client.get("/admin/cdrs/").status_code == 403
+    assert client.get("/admin/").status_code == 302  # not a back-office user
