@@ -14,7 +14,7 @@ from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
 from flask_login import current_user
 
-from admin import auth, credit_page, portal, views
+from admin import auth, credit_page, portal, rate_import, views
 from admin.extensions import babel, csrf, db
 from lua.credit import CreditEngine
 from lua.keys import Keys
@@ -44,6 +44,7 @@ def create_app(settings: Settings) -> Flask:
         ASTERBILL_DISPLAY_DECIMALS=settings.display_decimals,
         ASTERBILL_PIN_DIGITS=12,
         ASTERBILL_CURRENCY=settings.currency,
+        ASTERBILL_UPLOADS=str(settings.data_dir / "uploads"),
     )
     client = redis_server.connect(settings.redis_url, socket_timeout=2)
     keys = Keys(settings.key_prefix)
@@ -66,6 +67,9 @@ def create_app(settings: Settings) -> Flask:
     )
     views.register(back_office)
     back_office.add_view(credit_page.CreditPage(name="Credit", endpoint="credit"))
+    back_office.add_view(
+        rate_import.RateImportPage(name="Import / export", endpoint="rate_import", category="Rates")
+    )
 
     @app.before_request
     def keep_session_short():

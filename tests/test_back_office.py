@@ -407,3 +407,100 @@ def test_a_booth_user_sees_only_its_own_calls(office):
     assert "A100" in home and "0.80" in home
     assert client.get("/admin/cdrs/").status_code == 403
     assert client.get("/admin/").status_code == 302  # not a back-office user
+
+
+DECK = "prefix,dest,per minute,block\n0086,China,0.12,6\n0081,Japan,0.2,60\n"
+
+
+def upload_deck(client, data, deck=DECK, name="deck.csv"):
+    import io
+
+    page = client.get("/admin/rate_import/").get_data(as_text=True)
+    form = {
+        "table": "customer",
+        "reseller": "0",
+        "group": "0",
+        "map_dialprefix": "prefix",
+        "map_destination": "dest",
+        "map_rateinitial": "per minute",
+        "map_billingblock": "4",
+        "csrf_token": token(page),
+        **data,
+    }
+    form["file"] = (io.BytesIO(deck.encode()), name)
+    return client.post("/admin/rate_import/", data=form, content_type="multipart/form-data")
+
+
+def test_a_rate_deck_is_previewed_dry_run_then_imported_and_live(office):
+    app, factory, _, ids = office
+    client = login(app, "resA")
+    preview = upload_deck(client, {"step": "preview"})
+    page = preview.get_data(as_text=True)
+    assert "Dry run: 2 new and 0 updated" in page and "China" in page
+    with factory() as s:
+        assert s.scalar(select(func.count()).select_from(CustomerRate)) == 4  # nothing yet
+    upload = re.search(r'name="upload" type="hidden" value="([^"]+)"', page).group(1)
+    done = client.post(
+        "/admin/rate_import/",
+        data={
+            "table": "customer",
+            "reseller": "0",
+            "group": "0",
+            "map_dialprefix": "prefix",
+            "map_destination": "dest",
+            "map_rateinitial": "per minute",
+            "map_billingblock": "4",
+            "upload": upload,
+            "step": "import",
+            "csrf_token": token(page),
+        },
+    )
+    assert done.status_code == 302
+    with factory() as s:
+        china = s.scalar(select(CustomerRate).where(CustomerRate.dialprefix == "0086"))
+    assert (china.reseller_id, china.group_id, china.billingblock) == (ids["resellerA"], 0, 6)
+    book = app.extensions["asterbill_book"]
+    rates = book.lookup("00861012345678", ids["resellerA"], ids["groupA1"])
+    assert (rates["customer"].block, rates["customer"].destination) == (6, "China")
+    # the mapping is remembered for the next upload
+    assert 'value="per minute"' in client.get("/admin/rate_import/").get_data(as_text=True)
+    export = client.get("/admin/rate_import/export?table=customer").get_data(as_text=True)
+    assert "0086" in export and "0033" not in export  # its own scope only
+
+
+def test_a_bad_deck_lists_every_error_and_imports_nothing(office):
+    app, factory, *_ = office
+    client = login(app, "resA")
+    bad = "prefix,dest,per minute,block\n0086,China,-1,6\n00x1,Oops,0.2,60\n0044,UK,0.1,0\n"
+    page = upload_deck(client, {"step": "import"}, deck=bad).get_data(as_text=True)
+    assert "3 bad row(s), nothing imported" in page
+    assert "row 2" in page and "row 3" in page and "row 4" in page
+    with factory() as s:
+        assert s.scalar(select(func.count()).select_from(CustomerRate)) == 4
+
+
+def test_imports_stay_inside_the_users_scope(office):
+    app, factory, _, ids = office
+    shop = login(app, "gaA1")
+    # a groupadmin may not choose the callshop table, nor another scope
+    page = upload_deck(shop, {"step": "import", "table": "callshop"}).get_data(as_text=True)
+    assert "Not a valid choice" in page
+    upload_deck(shop, {"step": "import", "reseller": str(ids["resellerB"])})
+    with factory() as s:
+        rows = s.scalars(select(CustomerRate).where(CustomerRate.dialprefix == "0086")).all()
+    assert [(r.reseller_id, r.group_id) for r in rows] == [(ids["resellerA"], ids["groupA1"])]
+    reseller = login(app, "resA")
+    assert upload_deck(reseller, {"step": "preview", "group": str(ids["groupB1"])}).status_code in (
+        200,
+        403,
+    )
+    with factory() as s:
+        assert (
+            s.scalar(
+                select(func.count())
+                .select_from(CustomerRate)
+                .where(CustomerRate.group_id == ids["groupB1"])
+            )
+            == 0
+        )
+    assert login(app, "opA1").get("/admin/rate_import/").status_code == 403
