@@ -15,12 +15,13 @@ test: setup
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml $(wildcard admin/translations/*/LC_MESSAGES/*.po)
 	ops/scripts/system-deps
 	test -x $(BIN)/python || python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	$(BIN)/pip install --quiet --no-deps --config-settings editable_mode=compat -e .
+	$(BIN)/pybabel compile --use-fuzzy -d admin/translations
 	touch $@
 
 lint: setup

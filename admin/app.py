@@ -12,6 +12,7 @@ from datetime import timedelta
 from flask import Flask, jsonify, request
 from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
 from admin import auth, credit_page, portal, rate_import, views
@@ -68,7 +69,9 @@ def create_app(settings: Settings) -> Flask:
     views.register(back_office)
     back_office.add_view(credit_page.CreditPage(name="Credit", endpoint="credit"))
     back_office.add_view(
-        rate_import.RateImportPage(name="Import / export", endpoint="rate_import", category="Rates")
+        rate_import.RateImportPage(
+            name=_l("Import / export"), endpoint="rate_import", category=_l("Rates")
+        )
     )
 
     @app.before_request

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
-from flask_login import LoginManager, current_user, login_user, logout_user
+from flask_babel import gettext as _
+from flask_login import LoginManager, current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 from sqlalchemy import select
 from werkzeug.security import check_password_hash
@@ -105,12 +106,12 @@ def _failed(name: str) -> None:
 def _log_in(form: LoginForm, find, check, make_user, next_endpoint: str):
     name = form.username.data.strip()
     if _blocked(name):
-        flash("Too many failed logins; try again in 15 minutes.", "error")
+        flash(_("Too many failed logins; try again in 15 minutes."), "error")
         return None
     row = find(name)
     if row is None or not check(row, form.password.data):
         _failed(name)
-        flash("Wrong name or password.", "error")
+        flash(_("Wrong name or password."), "error")
         return None
     current_app.extensions["asterbill_redis"].delete(_limiter_keys(name)[0])
     login_user(make_user(row))
@@ -169,3 +170,18 @@ def logout():
     portal = getattr(current_user, "role", "") == "clid"
     logout_user()
     return redirect(url_for("auth.portal_login" if portal else "auth.login"))
+
+
+@bp.post("/language")
+@login_required
+def language():
+    """A back-office user's language (English or Simplified Chinese), kept on the account."""
+    chosen = request.form.get("language", "en")
+    if chosen in ("en", "zh") and current_user.account_id is not None:
+        db.session.execute(
+            Account.__table__.update()
+            .where(Account.id == current_user.account_id)
+            .values(language=chosen)
+        )
+        db.session.commit()
+    return redirect(url_for("admin.index"))

@@ -15,6 +15,7 @@ from flask import abort, current_app, redirect, request, url_for
 from flask_admin import AdminIndexView, expose
 from flask_admin.contrib.sqla import ModelView
 from flask_admin.model.template import LinkRowAction
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from markupsafe import escape
@@ -454,17 +455,19 @@ def _provision_group(group: AccountGroup) -> None:
 
 def register(admin) -> None:
     session = db  # Flask-Admin 2.2 takes the Flask-SQLAlchemy object
-    admin.add_view(AccountView(Account, session, name="Accounts", endpoint="accounts"))
-    admin.add_view(ResellerView(Reseller, session, name="Resellers", endpoint="resellers"))
-    admin.add_view(GroupView(AccountGroup, session, name="Callshops", endpoint="groups"))
-    admin.add_view(ClidView(Clid, session, name="Booths", endpoint="clids"))
+    admin.add_view(AccountView(Account, session, name=_l("Accounts"), endpoint="accounts"))
+    admin.add_view(ResellerView(Reseller, session, name=_l("Resellers"), endpoint="resellers"))
+    admin.add_view(GroupView(AccountGroup, session, name=_l("Callshops"), endpoint="groups"))
+    admin.add_view(ClidView(Clid, session, name=_l("Booths"), endpoint="clids"))
     for view, model, name, endpoint in (
-        (CustomerRateView, CustomerRate, "Customer rates", "customer_rates"),
-        (CallshopRateView, CallshopRate, "Callshop rates", "callshop_rates"),
-        (ResellerRateView, ResellerRate, "Reseller rates", "reseller_rates"),
+        (CustomerRateView, CustomerRate, _l("Customer rates"), "customer_rates"),
+        (CallshopRateView, CallshopRate, _l("Callshop rates"), "callshop_rates"),
+        (ResellerRateView, ResellerRate, _l("Reseller rates"), "reseller_rates"),
     ):
-        admin.add_view(view(model, session, name=name, endpoint=endpoint, category="Rates"))
-    admin.add_view(CdrView(Cdr, session, name="CDRs", endpoint="cdrs"))
+        admin.add_view(view(model, session, name=name, endpoint=endpoint, category=_l("Rates")))
+    admin.add_view(CdrView(Cdr, session, name=_l("CDRs"), endpoint="cdrs"))
     admin.add_view(
-        CreditHistoryView(CreditHistory, session, name="Credit history", endpoint="credit_history")
+        CreditHistoryView(
+            CreditHistory, session, name=_l("Credit history"), endpoint="credit_history"
+        )
     )

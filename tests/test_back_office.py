@@ -124,7 +124,7 @@ def office(fresh_mysql_url, redis_server, key_prefix):
 
 
 def token(html: str) -> str:
-    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html)
+    match = re.search(r'<input[^>]*name="csrf_token"[^>]*value="([^"]+)"', html)
     assert match, "no CSRF token in the page"
     return match.group(1)
 
@@ -504,3 +504,20 @@ def test_imports_stay_inside_the_users_scope(office):
             == 0
         )
     assert login(app, "opA1").get("/admin/rate_import/").status_code == 403
+
+
+def test_each_user_chooses_english_or_simplified_chinese(office):
+    app, factory, *_ = office
+    client = login(app, "resA")
+    home = client.get("/admin/").get_data(as_text=True)
+    assert "Booths" in home and "Log out" in home
+    page = client.get("/admin/").get_data(as_text=True)
+    client.post("/language", data={"language": "zh", "csrf_token": token(page)})
+    home = client.get("/admin/").get_data(as_text=True)
+    assert "话亭" in home and "退出" in home  # our own strings
+    assert "列表" in client.get("/admin/clids/").get_data(as_text=True)  # Flask-Admin's
+    with factory() as s:
+        assert s.scalar(select(Account).where(Account.username == "resA")).language == "zh"
+    assert "Booths" in login(app, "resB").get("/admin/").get_data(
+        as_text=True
+    )  # others keep theirs
