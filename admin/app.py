@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import timedelta
+from pathlib import Path
 
 from flask import Flask, jsonify, request
 from flask_admin import Admin
@@ -46,6 +47,7 @@ def create_app(settings: Settings) -> Flask:
         ASTERBILL_PIN_DIGITS=12,
         ASTERBILL_CURRENCY=settings.currency,
         ASTERBILL_UPLOADS=str(settings.data_dir / "uploads"),
+        ASTERBILL_LOGOS=str(settings.data_dir / "logos"),
     )
     client = redis_server.connect(settings.redis_url, socket_timeout=2)
     keys = Keys(settings.key_prefix)
@@ -53,6 +55,8 @@ def create_app(settings: Settings) -> Flask:
     app.extensions["asterbill_credit"] = CreditEngine(client, keys)
     app.extensions["asterbill_book"] = RedisRateBook(client, keys)
 
+    for folder in ("ASTERBILL_UPLOADS", "ASTERBILL_LOGOS"):
+        Path(app.config[folder]).mkdir(parents=True, exist_ok=True)
     db.init_app(app)
     csrf.init_app(app)
     babel.init_app(app, locale_selector=_locale)
@@ -92,6 +96,13 @@ def create_app(settings: Settings) -> Flask:
         from flask import redirect, url_for
 
         return redirect(url_for("admin.index"))
+
+    @app.get("/logos/<name>")
+    def logo(name: str):
+        """A callshop's logo (for its booth page); the name is random, the type checked."""
+        from flask import send_from_directory
+
+        return send_from_directory(app.config["ASTERBILL_LOGOS"], name)
 
     @app.get("/healthz")
     def healthz():

@@ -14,6 +14,7 @@ import secrets
 from flask import abort, current_app, redirect, request, url_for
 from flask_admin import AdminIndexView, expose
 from flask_admin.contrib.sqla import ModelView
+from flask_admin.form import FileUploadField
 from flask_admin.model.template import LinkRowAction
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -62,11 +63,23 @@ class Home(AdminIndexView):
         return self.render("home.html", user=current_user)
 
 
+class SecureForm(FlaskForm):
+    """Flask-WTF's form (a CSRF token that CSRFProtect checks) that also remembers the row it
+    edits, as Flask-Admin's own BaseForm does (its unique-value check needs it)."""
+
+    def __init__(self, formdata=None, obj=None, prefix="", **kwargs) -> None:
+        self._obj = obj
+        if formdata is None:
+            super().__init__(obj=obj, prefix=prefix, **kwargs)
+        else:
+            super().__init__(formdata=formdata, obj=obj, prefix=prefix, **kwargs)
+
+
 class ScopedView(ModelView):
     """A model view whose rows, forms and actions follow `admin.scope` for the user."""
 
     view_key = ""  # key of admin.scope.VIEWS
-    form_base_class = FlaskForm  # a CSRF token in every form, checked by CSRFProtect
+    form_base_class = SecureForm  # a CSRF token in every form, checked by CSRFProtect
     page_size = 50
     can_view_details = True
     named_filter_urls = True
@@ -193,6 +206,34 @@ class ResellerView(ScopedView):
     column_extra_row_actions = [LinkRowAction("fa fa-money", "/admin/credit/reseller/{row_id}")]
 
 
+LOGO_MAX_BYTES = 512 * 1024
+LOGO_SIGNATURES = {  # what the file's first bytes must be, per extension (no SVG: scripts)
+    "png": (b"\x89PNG\r\n\x1a\n",),
+    "jpg": (b"\xff\xd8\xff",),
+    "jpeg": (b"\xff\xd8\xff",),
+    "gif": (b"GIF87a", b"GIF89a"),
+}
+
+
+def logo_is_an_image(form, field) -> None:
+    """A logo must be a PNG, JPEG or GIF (by its bytes, not its name) of at most 512 KB."""
+    data = field.data
+    if not data or not getattr(data, "filename", None):
+        return
+    extension = data.filename.rsplit(".", 1)[-1].lower()
+    head = data.stream.read(LOGO_MAX_BYTES + 1)
+    data.stream.seek(0)
+    if len(head) > LOGO_MAX_BYTES:
+        raise ValidationError("the logo may have at most 512 KB")
+    if not head.startswith(LOGO_SIGNATURES.get(extension, (b"\0invalid",))):
+        raise ValidationError("the logo must be a PNG, JPEG or GIF image")
+
+
+def logo_name(model, file_data) -> str:
+    extension = file_data.filename.rsplit(".", 1)[-1].lower()
+    return f"{secrets.token_hex(12)}.{extension}"
+
+
 class GroupView(ScopedView):
     view_key = "groups"
     column_extra_row_actions = [LinkRowAction("fa fa-money", "/admin/credit/group/{row_id}")]
@@ -213,12 +254,33 @@ class GroupView(ScopedView):
         "name",
         "title",
         "tagline",
+        "logo_path",
+        "logo_shown",
         "accountcode",
         "customer_multiple",
         "group_multiple",
         "allow_callback",
         "reseller",
     )
+    form_overrides = {"logo_path": FileUploadField}
+
+    def create_form(self, obj=None):
+        return self._with_logo(super().create_form(obj))
+
+    def edit_form(self, obj=None):
+        return self._with_logo(super().edit_form(obj))
+
+    def _with_logo(self, form):
+        field = form.logo_path
+        field.base_path = current_app.config["ASTERBILL_LOGOS"]
+        field.allowed_extensions = tuple(LOGO_SIGNATURES)
+        field.namegen = logo_name
+        field.validators = [*field.validators, logo_is_an_image]
+        field.label.text = "Logo (PNG, JPEG or GIF, at most 512 KB)"
+        if current_user.role != "admin":
+            del form.reseller  # its own, set in fill_scope
+        return form
+
     form_args = {
         "reseller": {
             "query_factory": lambda: db.session.scalars(

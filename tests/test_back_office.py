@@ -521,3 +521,50 @@ def test_each_user_chooses_english_or_simplified_chinese(office):
     assert "Booths" in login(app, "resB").get("/admin/").get_data(
         as_text=True
     )  # others keep theirs
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "accepted"),
+    [
+        ("logo.png", PNG, True),
+        ("logo.png", b"<script>alert(1)</script>", False),  # not what its name says
+        ("logo.svg", b"<svg onload=alert(1)>", False),
+        ("logo.png", PNG + b"\x00" * 600_000, False),  # too big
+    ],
+)
+def test_logos_are_checked_by_type_and_size(office, name, content, accepted):
+    import io
+
+    app, factory, _, ids = office
+    client = login(app, "resA")
+    url = f"/admin/groups/edit/?id={ids['groupA1']}"
+    page = client.get(url).get_data(as_text=True)
+    reply = client.post(
+        url,
+        data={
+            "name": "shop-A1",
+            "title": "Shop",
+            "tagline": "",
+            "accountcode": "",
+            "customer_multiple": "1",
+            "group_multiple": "1",
+            "logo_path": (io.BytesIO(content), name),
+            "csrf_token": token(page),
+        },
+        content_type="multipart/form-data",
+    )
+    with factory() as s:
+        logo = s.get(AccountGroup, ids["groupA1"]).logo_path
+    if accepted:
+        assert reply.status_code == 302, re.findall(
+            r"(?s)alert-danger.{0,400}|invalid-feedback.{0,200}|help-block.{0,200}",
+            reply.get_data(as_text=True),
+        )
+        assert logo and logo.endswith(".png")
+        served = client.get(f"/logos/{logo}")
+        assert served.status_code == 200 and served.data == content
+    else:
+        assert reply.status_code == 200 and logo is None
