@@ -48,6 +48,7 @@ def create_app(settings: Settings) -> Flask:
         ASTERBILL_CURRENCY=settings.currency,
         ASTERBILL_UPLOADS=str(settings.data_dir / "uploads"),
         ASTERBILL_LOGOS=str(settings.data_dir / "logos"),
+        ASTERBILL_BACKGROUND_IMPORT_BYTES=1024 * 1024,  # larger decks: a worker imports them
     )
     client = redis_server.connect(settings.redis_url, socket_timeout=2)
     keys = Keys(settings.key_prefix)

@@ -204,6 +204,8 @@ class RateImportPage(BaseView):
         return {"preview": preview, "summary": summary, "fields": ratefiles.FIELDS}
 
     def _import(self, path: Path, mapping, target: Target, replace: bool):
+        if path.stat().st_size > current_app.config["ASTERBILL_BACKGROUND_IMPORT_BYTES"]:
+            return self._import_in_background(path, mapping, target, replace)
         session = db.session
         try:
             report = import_rates(session, target, self._rows(path, mapping), replace=replace)
@@ -219,6 +221,40 @@ class RateImportPage(BaseView):
             "success",
         )
         return redirect(url_for(f"{target.table}_rates.index_view"))
+
+    def _import_in_background(self, path: Path, mapping, target: Target, replace: bool):
+        """A large deck is imported by a worker (the same service, all or nothing); the page
+        shows how far it got."""
+        from workers.jobs import import_queue, import_rate_deck
+
+        queue = import_queue(
+            current_app.extensions["asterbill_redis"], current_app.config["ASTERBILL_KEY_PREFIX"]
+        )
+        job = queue.enqueue_call(
+            import_rate_deck,
+            args=(str(path), mapping, target.table, target.reseller_id, target.group_id, replace),
+            timeout=1800,
+            result_ttl=24 * 3600,
+            failure_ttl=7 * 24 * 3600,
+            meta={"account_id": current_user.account_id, "table": target.table, "read": 0},
+            description=f"import {path.name} into {target.table} rates",
+        )
+        return redirect(url_for(".job", job_id=job.id))
+
+    @expose("/job/<job_id>")
+    def job(self, job_id: str):
+        from rq.exceptions import NoSuchJobError
+        from rq.job import Job
+
+        try:
+            job = Job.fetch(job_id, connection=current_app.extensions["asterbill_redis"])
+        except NoSuchJobError:
+            abort(404)
+        if job.meta.get("account_id") != current_user.account_id:
+            abort(404)  # another user's import
+        status = job.get_status()
+        result = job.return_value() if status == "finished" else None
+        return self.render("rate_import_job.html", job=job, status=status, result=result)
 
     def _delete(self, form: ImportForm, target: Target):
         if request.form.get("confirmed") != "yes":

@@ -65,12 +65,16 @@ def worker(ctx: click.Context, burst: bool) -> None:
     from rq import SimpleWorker
 
     from ops.wiring import open_credit
-    from workers.jobs import settle_queue
+    from workers.jobs import import_queue, settle_queue
 
     settings = settings_of(ctx)
     credit = open_credit(settings, wait_log=logging.getLogger("asterbill.worker"))
+    queues = [
+        settle_queue(credit.client, settings.key_prefix),
+        import_queue(credit.client, settings.key_prefix),
+    ]
     # SimpleWorker: no fork per job, so the job's database and Redis connections are kept
     # (RQ's forking worker re-opened them for every job; see docs/benchmarks.md).
-    SimpleWorker([settle_queue(credit.client, settings.key_prefix)], connection=credit.client).work(
+    SimpleWorker(queues, connection=credit.client).work(
         burst=burst, with_scheduler=True, logging_level=settings.log_level
     )

@@ -568,3 +568,46 @@ def test_logos_are_checked_by_type_and_size(office, name, content, accepted):
         assert served.status_code == 200 and served.data == content
     else:
         assert reply.status_code == 200 and logo is None
+
+
+def test_a_large_deck_is_imported_by_a_worker_with_progress(
+    office, fresh_mysql_url, key_prefix, monkeypatch
+):
+    from rq import SimpleWorker
+
+    from workers.jobs import import_queue
+
+    app, factory, _, ids = office
+    app.config["ASTERBILL_BACKGROUND_IMPORT_BYTES"] = 100  # this deck counts as large
+    monkeypatch.setenv("DATABASE_URL", fresh_mysql_url)  # the worker's settings
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("ASTERBILL_KEY_PREFIX", key_prefix)
+    client = login(app, "resA")
+    deck = "prefix,dest,per minute,block\n" + "".join(
+        f"00{n},Place {n},0.1,60\n" for n in range(7000, 7200)
+    )
+    reply = upload_deck(client, {"step": "import"}, deck=deck)
+    assert reply.status_code == 302 and "/admin/rate_import/job/" in reply.headers["Location"]
+    waiting = client.get(reply.headers["Location"]).get_data(as_text=True)
+    assert "rows read so far" in waiting
+    assert login(app, "resB").get(reply.headers["Location"]).status_code == 404  # not theirs
+
+    redis = app.extensions["asterbill_redis"]
+    SimpleWorker([import_queue(redis, app.config["ASTERBILL_KEY_PREFIX"])], connection=redis).work(
+        burst=True
+    )
+
+    done = client.get(reply.headers["Location"]).get_data(as_text=True)
+    assert "Imported: 200 new, 0 updated" in done
+    with factory() as s:
+        assert (
+            s.scalar(
+                select(func.count())
+                .select_from(CustomerRate)
+                .where(
+                    CustomerRate.reseller_id == ids["resellerA"],
+                    CustomerRate.dialprefix.like("007%"),
+                )
+            )
+            == 200
+        )

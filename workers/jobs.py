@@ -103,3 +103,53 @@ def _factory(database_url: str):
     from ops.wiring import open_ledger
 
     return open_ledger(load_settings())[1]
+
+
+# -- rate deck imports (the back office's large files) ------------------------------------
+PROGRESS_EVERY = 5000
+
+
+def import_queue(connection: redis.Redis, key_prefix: str) -> Queue:
+    """Large rate decks are imported by the workers, with progress the page can show."""
+    return Queue(f"{key_prefix}-imports", connection=connection)
+
+
+def import_rate_deck(
+    path: str, mapping: dict, table: str, reseller_id: int, group_id: int, replace: bool
+) -> dict:
+    """The job: the same all-or-nothing import as `asterbill rates import`, then the Redis
+    sync of the scope. `job.meta` says how many rows were read; a bad file is a result
+    (the errors), not a failure to retry."""
+    from pathlib import Path
+
+    from rq import get_current_job
+
+    from ops.errors import InvalidInput
+    from rating import ratefiles
+    from rating.book import RedisRateBook
+    from rating.store import Target, import_rates, sync_scope
+
+    job = get_current_job()
+    settings = load_settings()
+    credit = _credit(settings.redis_url, settings.key_prefix)
+    factory = _factory(settings.database_url)
+    target = Target(table, reseller_id, group_id)
+
+    def counted(rows):
+        for n, row in enumerate(rows, start=1):
+            if job is not None and n % PROGRESS_EVERY == 0:
+                job.meta["read"] = n
+                job.save_meta()
+            yield row
+
+    try:
+        rows = ratefiles.mapped_rows(ratefiles.read_cells(Path(path)), mapping)
+        with factory() as session, session.begin():
+            report = import_rates(session, target, counted(rows), replace=replace)
+        with factory() as session:
+            sync_scope(session, RedisRateBook(credit.client, credit.keys), target)
+    except InvalidInput as exc:
+        return {"error": str(exc)}
+    finally:
+        Path(path).unlink(missing_ok=True)
+    return {"inserted": report.inserted, "updated": report.updated}
