@@ -58,6 +58,9 @@ class Reseller(CreditLevel, Base):
 
     groups: Mapped[list[AccountGroup]] = relationship(back_populates="reseller")
 
+    def __str__(self) -> str:  # how the back office names it (dropdowns, lists)
+        return self.name
+
 
 class AccountGroup(CreditLevel, Base):
     """A callshop (or an enterprise department): booths, operators, its own prices."""
@@ -94,6 +97,9 @@ class AccountGroup(CreditLevel, Base):
     reseller: Mapped[Reseller] = relationship(back_populates="groups")
     clids: Mapped[list[Clid]] = relationship(back_populates="group")
 
+    def __str__(self) -> str:
+        return self.name
+
 
 class Clid(CreditLevel, Base):
     """Who pays a call: a callshop booth, an enterprise extension or a prepaid card.
@@ -128,6 +134,9 @@ class Clid(CreditLevel, Base):
     deposit: Mapped[Decimal | None] = mapped_column(MONEY)
 
     group: Mapped[AccountGroup] = relationship(back_populates="clids")
+
+    def __str__(self) -> str:
+        return f"{self.clid} {self.display}".strip()
 
 
 class Account(Base):

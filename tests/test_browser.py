@@ -86,9 +86,9 @@ def test_an_admin_creates_a_booth_charges_it_and_imports_rates(site, tmp_path):
         page.goto(f"{url}/admin/clids/new/")
         page.fill("#clid", "4401")
         page.fill("#display", "Booth <4401>")
-        page.select_option("#group", label="harbour-shop")
+        page.select_option("#group", label="harbour-shop", force=True)  # under select2
         page.click("input[type=submit][value='Save']")
-        expect(page.locator("table")).to_contain_text("Booth <4401>")  # shown as text
+        expect(page.locator("table.model-list")).to_contain_text("Booth <4401>")  # shown as text
 
         # charge it, through the confirmation step
         with factory() as s:
@@ -111,7 +111,7 @@ def test_an_admin_creates_a_booth_charges_it_and_imports_rates(site, tmp_path):
         expect(page.locator("#preview")).to_contain_text("China")
         page.click("button:has-text('Import all')")
         expect(page.locator(".alert-success")).to_contain_text("1 new")
-        expect(page.locator("table")).to_contain_text("China")
+        expect(page.locator("table.model-list")).to_contain_text("China")
         browser.close()
 
     with factory() as s:
