@@ -44,7 +44,7 @@ def create_app(settings: Settings) -> Flask:
         MAX_CONTENT_LENGTH=32 * 1024 * 1024,  # rate decks
         ASTERBILL_KEY_PREFIX=settings.key_prefix,
         ASTERBILL_DISPLAY_DECIMALS=settings.display_decimals,
-        ASTERBILL_PIN_DIGITS=12,
+        ASTERBILL_PIN_DIGITS=settings.pin_digits,
         ASTERBILL_CURRENCY=settings.currency,
         ASTERBILL_UPLOADS=str(settings.data_dir / "uploads"),
         ASTERBILL_LOGOS=str(settings.data_dir / "logos"),

@@ -203,6 +203,11 @@ class ResellerView(ScopedView):
     column_list = ("name", "limit_type", "creditlimit", "curcredit", "multiple", "allow_callback")
     column_formatters = {"creditlimit": money, "curcredit": money}
     form_columns = ("name", "accountcode", "multiple", "allow_callback")
+
+    def after_model_change(self, form, model, is_created):
+        for group in model.groups:  # the multiple reaches every booth's billing at once
+            _provision_group(group)
+
     column_extra_row_actions = [LinkRowAction("fa fa-money", "/admin/credit/reseller/{row_id}")]
 
 
@@ -329,6 +334,8 @@ class ClidView(ScopedView):
     }
 
     def fill_scope(self, model, is_created) -> None:
+        old_number = inspect(model).attrs.clid.history.deleted
+        model.asterbill_old_number = old_number[0] if old_number else None
         if model.group is None:
             raise ValidationError("a clid needs a group")
         model.group_id = model.group.id
@@ -337,7 +344,13 @@ class ClidView(ScopedView):
                 model.pin = new_pin(current_app.config["ASTERBILL_PIN_DIGITS"])
 
     def after_model_change(self, form, model, is_created):
+        old = getattr(model, "asterbill_old_number", None)
+        if old and old != model.clid:
+            current_app.extensions["asterbill_credit"].forget_payer(old)
         _provision_clid(model)
+
+    def after_model_delete(self, model):
+        current_app.extensions["asterbill_credit"].forget_payer(model.clid)
 
 
 def new_pin(digits: int) -> str:

@@ -218,6 +218,10 @@ class CreditEngine:
             )
         pipe.execute()
 
+    def forget_payer(self, payer_key: str) -> None:
+        """A booth deleted or renumbered: its old number no longer finds a payer."""
+        self.client.hdel(self.keys.payers(), payer_key)
+
     def find_payer(self, payer_key: str) -> Payer | None:
         value = self.client.hget(self.keys.payers(), payer_key)
         if value is None:

@@ -53,6 +53,7 @@ class Settings:
     unanswered: str
     currency: str
     display_decimals: int
+    pin_digits: int
     key_prefix: str
     web_host: str
     web_port: int
@@ -122,6 +123,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         unanswered=_choice(env, "ASTERBILL_UNANSWERED", "record", UNANSWERED_POLICIES),
         currency=_currency(env),
         display_decimals=_int(env, "ASTERBILL_DISPLAY_DECIMALS", 2, 0, 6),
+        pin_digits=_int(env, "ASTERBILL_PIN_DIGITS", 12, 10, 20),
         key_prefix=_key_prefix(env),
         web_host=get("ASTERBILL_WEB_HOST", "127.0.0.1"),
         web_port=_int(env, "ASTERBILL_WEB_PORT", 8080, 1, 65535),

@@ -611,3 +611,32 @@ def test_a_large_deck_is_imported_by_a_worker_with_progress(
             )
             == 200
         )
+
+
+def test_a_deleted_or_renumbered_booth_stops_finding_a_payer(office):
+    app, factory, credit, ids = office
+    client = login(app, "resA")
+    url = f"/admin/clids/edit/?id={ids['clidA1']}"
+    reply = post_form(
+        client,
+        url,
+        {
+            "clid": "A199",
+            "display": "renumbered",
+            "kind": "booth",
+            "group": ids["groupA1"],
+            "accountcode": "",
+        },
+    )
+    assert reply.status_code == 302
+    assert credit.find_payer("A100") is None and credit.find_payer("A199").clid_id == ids["clidA1"]
+    post_form(
+        client, "/admin/clids/new/", {"clid": "A178", "kind": "booth", "group": ids["groupA2"]}
+    )
+    assert credit.find_payer("A178") is not None
+    with factory() as s:
+        new = s.scalar(select(Clid).where(Clid.clid == "A178"))
+    page = client.get("/admin/clids/").get_data(as_text=True)
+    deleted = client.post("/admin/clids/delete/", data={"id": new.id, "csrf_token": token(page)})
+    assert deleted.status_code == 302
+    assert credit.find_payer("A178") is None
