@@ -284,6 +284,10 @@ class GroupView(ScopedView):
         field.label.text = "Logo (PNG, JPEG or GIF, at most 512 KB)"
         if current_user.role != "admin":
             del form.reseller  # its own, set in fill_scope
+        if current_user.role == "groupadmin":
+            # what the shop pays its reseller is the reseller's to set, not the shop's
+            del form.group_multiple
+            del form.accountcode
         return form
 
     form_args = {

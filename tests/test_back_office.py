@@ -682,3 +682,28 @@ def test_foreign_rows_by_url_are_not_found_for_any_view(office, user):
             if status == 302:
                 assert action == "edit"
         assert client.get(f"/admin/{view}/details/?id={row_id}").status_code == 404
+
+
+def test_a_shop_may_not_change_what_it_pays_its_reseller(office):
+    app, factory, _, ids = office
+    client = login(app, "gaA1")
+    url = f"/admin/groups/edit/?id={ids['groupA1']}"
+    form = client.get(url).get_data(as_text=True)
+    assert 'name="group_multiple"' not in form and 'name="customer_multiple"' in form
+    client.post(
+        url,
+        data={
+            "name": "shop-A1",
+            "title": "Best shop",
+            "customer_multiple": "1.5",
+            "group_multiple": "0.1",
+            "csrf_token": token(form),
+        },
+    )
+    with factory() as s:
+        group = s.get(AccountGroup, ids["groupA1"])
+    assert (group.title, group.customer_multiple, group.group_multiple) == (
+        "Best shop",
+        Decimal("1.5"),
+        Decimal("1"),
+    )

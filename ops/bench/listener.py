@@ -82,7 +82,7 @@ async def run(args) -> None:
         },
         env_file=None,
     )
-    total_calls = args.concurrent * 2
+    total_calls = args.calls or args.concurrent * 2
     sim = subprocess.Popen(
         [
             str(Path(sys.executable).with_name("asterbill")),
@@ -177,6 +177,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--concurrent", type=int, default=2000)
     parser.add_argument("--cps", type=float, default=200)
+    parser.add_argument(
+        "--calls", type=int, default=0, help="calls to place in all (default: 2 x --concurrent)"
+    )
     parser.add_argument("--talk", type=float, default=30)
     parser.add_argument("--block", type=int, default=1, help="billing block, seconds")
     parser.add_argument("--booths", type=int, default=500)
