@@ -365,33 +365,25 @@ def new_pin(digits: int) -> str:
             return pin
 
 
+RATE_COLUMNS = (
+    "dialprefix",
+    "numlen",
+    "destination",
+    "connectcharge",
+    "initblock",
+    "rateinitial",
+    "billingblock",
+    "reseller_id",
+    "group_id",
+)
+
+
 class RateView(ScopedView):
     table = ""
-    column_list = (
-        "dialprefix",
-        "numlen",
-        "destination",
-        "connectcharge",
-        "initblock",
-        "rateinitial",
-        "billingblock",
-        "reseller_id",
-        "group_id",
-    )
+    column_list = form_columns = RATE_COLUMNS
     column_formatters = {"connectcharge": money, "rateinitial": money}
     column_searchable_list = ("dialprefix", "destination")
     column_filters = ("reseller_id", "group_id", "dialprefix")
-    form_columns = (
-        "dialprefix",
-        "numlen",
-        "destination",
-        "connectcharge",
-        "initblock",
-        "rateinitial",
-        "billingblock",
-        "reseller_id",
-        "group_id",
-    )
 
     def fill_scope(self, model, is_created) -> None:
         # the scope the row had before this change: its old book must lose it in Redis
@@ -441,8 +433,7 @@ class CallshopRateView(RateView):
 
 class ResellerRateView(RateView):
     view_key, table = "reseller_rates", "reseller"
-    column_list = tuple(c for c in RateView.column_list if c != "group_id")
-    form_columns = tuple(c for c in RateView.form_columns if c != "group_id")
+    column_list = form_columns = tuple(c for c in RATE_COLUMNS if c != "group_id")
     column_filters = ("reseller_id", "dialprefix")
 
 

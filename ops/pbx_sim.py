@@ -468,29 +468,7 @@ class Generator:
         rung and answers; its `;1` half then runs context `callback` and dials leg B."""
         s = self.server
         seq_a, seq_b = next(self._seq), next(self._seq)
-        a1 = Channel(
-            f"Local/{a_number}@pstn-sim-{seq_a:08x};1",
-            self._uniqueid(),
-            "",
-            "<unknown>",
-            a_number,
-            accountcode,
-            "pstn-sim",
-        )
-        a1.linkedid = a1.uniqueid
-        a2 = Channel(
-            f"Local/{a_number}@pstn-sim-{seq_a:08x};2",
-            self._uniqueid(),
-            a1.linkedid,
-            "<unknown>",
-            a_number,
-            accountcode,
-            "pstn-sim",
-            state="Ring",
-        )
-        for channel in (a1, a2):
-            s.channels[channel.name] = channel
-            s.event("Newchannel", channel.snapshot())
+        a1, a2 = self._local_pair(a_number, seq_a, "", accountcode)
         dest_a = [("DestChannel", a1.name), ("DestExten", a_number), ("DestUniqueid", a1.uniqueid)]
         s.event("DialBegin", [*dest_a, ("DialString", f"{a_number}@pstn-sim")])
         a1.caller, a2.caller = caller, caller
@@ -526,28 +504,7 @@ class Generator:
         )
         s.event("DialEnd", [*dest_a, ("DialStatus", "ANSWER")])
         a1.context, a1.exten = "callback", b_number
-        b1 = Channel(
-            f"Local/{b_number}@pstn-sim-{seq_b:08x};1",
-            self._uniqueid(),
-            a1.linkedid,
-            "<unknown>",
-            b_number,
-            accountcode,
-            "pstn-sim",
-        )
-        b2 = Channel(
-            f"Local/{b_number}@pstn-sim-{seq_b:08x};2",
-            self._uniqueid(),
-            a1.linkedid,
-            "<unknown>",
-            b_number,
-            accountcode,
-            "pstn-sim",
-            state="Ring",
-        )
-        for channel in (b1, b2):
-            s.channels[channel.name] = channel
-            s.event("Newchannel", channel.snapshot())
+        b1, b2 = self._local_pair(b_number, seq_b, a1.linkedid, accountcode)
         dest_b = [("DestChannel", b1.name), ("DestExten", b_number), ("DestUniqueid", b1.uniqueid)]
         s.event("DialBegin", [*a1.snapshot(), *dest_b, ("DialString", f"{b_number}@pstn-sim")])
         b1.caller, b1.state = b_number, "Ringing"
@@ -562,6 +519,30 @@ class Generator:
             s.event("DialEnd", [*a1.snapshot(), *dest_b, ("DialStatus", "CANCEL")])
         await self._hang_up(b2, b1, a1, a2)
         self.ended.append((a1.uniqueid, "callback"))
+
+    def _local_pair(
+        self, number: str, seq: int, linkedid: str, accountcode: str
+    ) -> tuple[Channel, Channel]:
+        """The two halves of `Local/<number>@pstn-sim`, announced (`;2` plays the far end)."""
+        name = f"Local/{number}@pstn-sim-{seq:08x}"
+        one = Channel(
+            f"{name};1", self._uniqueid(), linkedid, "<unknown>", number, accountcode, "pstn-sim"
+        )
+        one.linkedid = linkedid or one.uniqueid
+        two = Channel(
+            f"{name};2",
+            self._uniqueid(),
+            one.linkedid,
+            "<unknown>",
+            number,
+            accountcode,
+            "pstn-sim",
+            state="Ring",
+        )
+        for channel in (one, two):
+            self.server.channels[channel.name] = channel
+            self.server.event("Newchannel", channel.snapshot())
+        return one, two
 
     async def _hang_up(self, *channels: Channel) -> None:
         for channel in channels:
