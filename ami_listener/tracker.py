@@ -44,6 +44,7 @@ class Call:
     hangup_cause_text: str = ""
     dest_channel: str = ""
     review: str = ""  # why a person should look at this call (e.g. ended while away)
+    redirected_us: int | None = None  # a redial after a redirect: when it began
     seen_at: int = 0  # the listener's receive sequence number of its first event
 
     @property
@@ -164,7 +165,8 @@ class CallTracker:
         change nothing. After an answer it is a redirect (capture 23: AMI Redirect sends the
         answered booth back into the dialplan, which dials a new number): the first call
         ends now, and the new dial is a call of its own (`<uniqueid>#2`), priced by its own
-        number and billed from its own answer."""
+        number; if it is answered it is billed from the redirect, as Asterisk's CDR does
+        (unanswered, it costs nothing)."""
         [call] = current
         if call.leg != "booth" or call.answered_us is None:
             return []
@@ -176,6 +178,7 @@ class CallTracker:
         call.hangup_cause_text = "Redirected"
         self.redials[uniqueid] = self.redials.get(uniqueid, 0) + 1
         new = self._new_call(e, at, call_id=f"{uniqueid}#{self.redials[uniqueid] + 1}")
+        new.redirected_us = at
         self.calls[new.call_id] = new
         return [Ended(call), Dialed(new)]
 
@@ -233,7 +236,9 @@ class CallTracker:
         for call in calls:
             call.dial_status = e.get("DialStatus", "")
             if call.dial_status == ANSWER:
-                call.answered_us = at
+                # After a redirect the booth was already up: Asterisk's CDR bills the new
+                # number from the redirect (its ringing included); so do we, once it answers.
+                call.answered_us = call.redirected_us or at
                 call.dest_channel = e.get("DestChannel", call.dest_channel)
                 steps.append(Answered(call))
         return steps
