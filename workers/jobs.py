@@ -13,6 +13,7 @@ requeues them while calls are still waiting.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from functools import cache
@@ -78,15 +79,25 @@ def settle_reseller(reseller_id: int) -> dict:
             if report.written + report.already < BATCH or time.monotonic() > deadline:
                 return {"written": total.written, "already": total.already}
     except Exception as exc:
-        waiting = [k.decode() for k in credit.client.hkeys(credit.keys.ended(reseller_id))]
-        log.error(
-            "settlement of reseller %d failed (%s); %d calls wait in Redis, e.g. %s",
-            reseller_id,
-            exc,
-            len(waiting),
-            ", ".join(waiting[:20]),
-        )
+        _log_waiting(credit, reseller_id, exc)
         raise
+
+
+def _log_waiting(credit, reseller_id: int, exc: Exception) -> None:
+    """The failure, with the calls it leaves waiting (their count and the first ids)."""
+    key = credit.keys.ended(reseller_id)
+    try:
+        count = credit.client.hlen(key)
+        first = [k.decode() for k, _ in itertools.islice(credit.client.hscan_iter(key), 20)]
+    except redis.RedisError as lost:  # Redis is what failed: say so, keep the first error
+        count, first = -1, [f"(Redis unreachable: {lost})"]
+    log.error(
+        "settlement of reseller %d failed (%s); %s calls wait in Redis, e.g. %s",
+        reseller_id,
+        exc,
+        count if count >= 0 else "?",
+        ", ".join(first),
+    )
 
 
 @cache
