@@ -24,7 +24,7 @@ local bal = newBalances(KEYS[1])
 local ids = levelIds(call, reseller)
 local unknown = levelsKnown(bal, ids)
 if unknown then return redis.error_reply("ERR_UNKNOWN_LEVEL " .. unknown) end
-if bal:get(ids[1] .. ".locked") == "1" then return {"DENY", "LOCKED"} end
+if bal:get(fieldsOf(ids[1]).locked) == "1" then return {"DENY", "LOCKED"} end
 
 local need = {}
 for i = 1, 3 do
@@ -60,12 +60,13 @@ local function limitTo(seconds)
   if seconds >= 0 and (best < 0 or seconds < best) then best = seconds end
 end
 for i = 1, 3 do
-  if bal:get(ids[i] .. ".type") == "prepaid" then
-    limitTo(affordable(call.lv[i], bal:num(ids[i] .. ".limit") - bal:num(ids[i] .. ".used")))
+  local f = fieldsOf(ids[i])
+  if bal:get(f.type) == "prepaid" then
+    limitTo(affordable(call.lv[i], bal:num(f.limit) - bal:num(f.used)))
   end
 end
-local deposit = bal:get(ids[1] .. ".deposit")
+local deposit = bal:get(fieldsOf(ids[1]).deposit)
 if deposit ~= "" then
-  limitTo(affordable(call.lv[1], tonumber(deposit) - bal:num(ids[1] .. ".unbilled")))
+  limitTo(affordable(call.lv[1], tonumber(deposit) - bal:num(fieldsOf(ids[1]).unbilled)))
 end
 return {"ALLOW", best}

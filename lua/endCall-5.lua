@@ -51,12 +51,13 @@ end
 local shortCall = tonumber(ARGV[6] or "0") or 0
 if shortCall > 0 and billsec <= shortCall then finals[1] = 0 end
 for i = 1, 3 do
-  bal:add(ids[i] .. ".used", finals[i] - call.lv[i].paid)
-  bal:add(ids[i] .. ".tot_c", finals[1])
-  bal:add(ids[i] .. ".tot_g", finals[2])
-  bal:add(ids[i] .. ".tot_r", finals[3])
+  local f = fieldsOf(ids[i])
+  bal:add(f.used, finals[i] - call.lv[i].paid)
+  bal:add(f.tot_c, finals[1])
+  bal:add(f.tot_g, finals[2])
+  bal:add(f.tot_r, finals[3])
 end
-bal:add(ids[1] .. ".unbilled", finals[1] - call.lv[1].paid)
+bal:add(fieldsOf(ids[1]).unbilled, finals[1] - call.lv[1].paid)
 bal:flush()
 redis.call("HDEL", KEYS[2], id)
 redis.call("ZREM", KEYS[3], id)
