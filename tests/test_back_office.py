@@ -33,7 +33,7 @@ PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
-def office(fresh_mysql_url, redis_server, key_prefix):
+def office(fresh_mysql_url, redis_server, key_prefix, tmp_path):
     engine = make_engine(fresh_mysql_url)
     migrate.upgrade(engine)
     factory = session_factory(engine)
@@ -115,6 +115,7 @@ def office(fresh_mysql_url, redis_server, key_prefix):
             "REDIS_URL": "redis://127.0.0.1:6379/0",
             "ASTERBILL_KEY_PREFIX": key_prefix,
             "ASTERBILL_SECRET_KEY": "test-secret-key-of-this-test",
+            "ASTERBILL_DATA_DIR": str(tmp_path),  # uploads and logos
         },
         env_file=None,
     )
