@@ -12,7 +12,7 @@ import time
 import pytest
 
 from ami_listener.billing import Biller
-from ami_listener.service import Listener
+from ami_listener.service import BackoffManager, Listener
 from lua.credit import CreditEngine, Payer
 from lua.keys import Keys
 from ops import pbx_sim
@@ -203,8 +203,11 @@ def test_concurrent_generated_calls_are_all_billed(rig, key_prefix):
 
 
 def test_a_call_that_ends_during_a_disconnect_is_ended_at_the_reconnect_and_flagged(
-    rig, key_prefix
+    rig, key_prefix, monkeypatch
 ):
+    # the first retry waits 2 s here, so the call surely ends while nobody listens
+    monkeypatch.setattr(BackoffManager, "FIRST_S", 2.0)
+
     async def feed(server):
         plan = pbx_sim.CallPlan("8003", "00493012345678", ring=0.2, talk=1.0)
         call = asyncio.create_task(pbx_sim.run_generator(server, [plan], cps=0))
