@@ -26,6 +26,7 @@ from wtforms.validators import Optional, ValidationError
 
 from admin import scope
 from admin.extensions import db
+from rating import ratefiles
 from rating.money import format_micros, stored_micros
 from rating.store import Target, sync_scope
 from schema import (
@@ -365,17 +366,7 @@ def new_pin(digits: int) -> str:
             return pin
 
 
-RATE_COLUMNS = (
-    "dialprefix",
-    "numlen",
-    "destination",
-    "connectcharge",
-    "initblock",
-    "rateinitial",
-    "billingblock",
-    "reseller_id",
-    "group_id",
-)
+RATE_COLUMNS = (*ratefiles.FIELDS, "reseller_id", "group_id")  # a rate row and its scope
 
 
 class RateView(ScopedView):

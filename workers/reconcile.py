@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from lua.credit import CreditEngine, CreditError
+from lua.credit import CreditEngine, CreditError, parse_call_state
+from lua.keys import Keys
 from rating.money import format_micros, stored_micros
 from schema import AccountGroup, Cdr, Clid, CreditOperation, Reseller
-from workers.settle import read_ended
+from workers.settle import EndedCall
 
 LEVELS = (
     ("clid", Clid, Cdr.clid_id, 0),
@@ -138,20 +139,33 @@ def _credit_operations(session: Session):
 
 def _redis_pending(engine: CreditEngine) -> dict[tuple[str, int], int]:
     """Per level: what running calls have paid plus ended calls not yet settled."""
-    out: dict[tuple[str, int], int] = defaultdict(int)
+    out: dict[tuple[str, int], int] = {}
     for reseller_id in set(engine.resellers_with_calls("calls")) | set(
         engine.resellers_with_calls("ended")
     ):
-        for clid, group, paid in engine.paid_by_live_calls(reseller_id):
-            for level, amount in zip(
-                (("clid", clid), ("group", group), ("reseller", reseller_id)), paid, strict=True
-            ):
-                out[level] += amount
-        for call in read_ended(engine, reseller_id, limit=None):
-            for level, amount in zip(
-                (("clid", call.clid_id), ("group", call.group_id), ("reseller", reseller_id)),
-                call.prices,
-                strict=True,
-            ):
-                out[level] += amount
+        for level, amounts in open_call_amounts(engine.client, engine.keys, reseller_id).items():
+            out[level] = amounts["used"]
+    return out
+
+
+def open_call_amounts(client, keys: Keys, reseller_id: int) -> dict[tuple[str, int], dict]:
+    """What one reseller tag's open calls (running, or ended and not yet settled) add to each
+    level beyond MySQL: `used` (each level's own price paid so far), the lifetime totals
+    `tot_c` / `tot_g` / `tot_r` (ended calls only, as the end script adds them), and a booth's
+    `unbilled`. `client` may be a pipeline in WATCH mode (`reconcile --repair`)."""
+    out: dict[tuple[str, int], dict] = defaultdict(lambda: defaultdict(int))
+    for value in client.hvals(keys.calls(reseller_id)):
+        v = parse_call_state(value)
+        clid, group, paid = v[0], v[1], (v[4], v[6], v[8])
+        for i, level in enumerate((("clid", clid), ("group", group), ("reseller", reseller_id))):
+            out[level]["used"] += paid[i]
+        out[("clid", clid)]["unbilled"] += paid[0]
+    for call_id, record in client.hgetall(keys.ended(reseller_id)).items():
+        c = EndedCall.parse(call_id.decode(), reseller_id, record.decode(), None)
+        levels = (("clid", c.clid_id), ("group", c.group_id), ("reseller", reseller_id))
+        for i, level in enumerate(levels):
+            out[level]["used"] += c.prices[i]
+            for j, total in enumerate(("tot_c", "tot_g", "tot_r")):
+                out[level][total] += c.prices[j]
+        out[("clid", c.clid_id)]["unbilled"] += c.prices[0]
     return out

@@ -21,12 +21,12 @@ import redis
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from lua.credit import CreditEngine, parse_call_state
+from lua.credit import CreditEngine
 from rating.book import RedisRateBook
 from rating.money import stored_micros
 from schema import AccountGroup, Cdr, Clid, CreditOperation, Reseller
 from workers.provision import provision_redis
-from workers.settle import EndedCall
+from workers.reconcile import open_call_amounts
 
 PREFIX = {"clid": "c", "group": "g", "reseller": "r"}
 
@@ -104,22 +104,7 @@ def _write_tag(credit: CreditEngine, reseller_id: int, base: dict, ops: list[str
 
 def _with_open_calls(pipe, credit: CreditEngine, reseller_id: int, base: dict) -> dict:
     """MySQL's values plus the running and unsettled calls of the tag, as balance fields."""
-    extra: dict[tuple[str, int], dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for value in pipe.hvals(credit.keys.calls(reseller_id)):
-        v = parse_call_state(value)
-        clid, group, paid = v[0], v[1], (v[4], v[6], v[8])
-        for i, key in enumerate((("clid", clid), ("group", group), ("reseller", reseller_id))):
-            extra[key]["used"] += paid[i]
-        extra[("clid", clid)]["unbilled"] += paid[0]
-    for call_id, record in pipe.hgetall(credit.keys.ended(reseller_id)).items():
-        c = EndedCall.parse(call_id.decode(), reseller_id, record.decode(), None)
-        for i, key in enumerate(
-            (("clid", c.clid_id), ("group", c.group_id), ("reseller", reseller_id))
-        ):
-            extra[key]["used"] += c.prices[i]
-            for j, total in enumerate(("tot_c", "tot_g", "tot_r")):
-                extra[key][total] += c.prices[j]
-        extra[("clid", c.clid_id)]["unbilled"] += c.prices[0]
+    extra = open_call_amounts(pipe, credit.keys, reseller_id)
     fields = {}
     for (name, level_id), values in base.items():
         for attr, amount in values.items():
