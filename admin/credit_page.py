@@ -153,10 +153,15 @@ class CreditPage(BaseView):
 
 
 def _factory():
-    """A session factory on the app's database, for the credit service's own transactions."""
+    """A session factory on the app's database, for the credit service's own transactions
+    (made once per app)."""
     from sqlalchemy.orm import sessionmaker
 
-    return sessionmaker(bind=db.engine, expire_on_commit=False)
+    factory = current_app.extensions.get("asterbill_sessions")
+    if factory is None:
+        factory = sessionmaker(bind=db.engine, expire_on_commit=False)
+        current_app.extensions["asterbill_sessions"] = factory
+    return factory
 
 
 def _credit():
