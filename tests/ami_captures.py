@@ -1,4 +1,4 @@
-"""The real AMI captures of ../shared/ami-captures/ (see its README)."""
+"""The real AMI captures (copied from ../shared/ami-captures/ into tests/data/; see its README)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ami_listener import frames
 
-CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "ami-captures"
+CAPTURES = Path(__file__).resolve().parent / "data" / "ami-captures"
 
 
 def capture_files() -> list[Path]:

@@ -1,4 +1,4 @@
-"""The public vectors of ../shared/rating/ and hypothesis strategies for rates and books."""
+"""The public vectors (of ../shared/rating/, copied into tests/data/rating/) and hypothesis strategies for rates and books."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from rating.price import Rate
 from rating.select import TABLES, BookRow
 
-# shared/ lies beside the checkout, for developers and for CI's clone alike.
-SHARED_RATING = Path(__file__).resolve().parents[2] / "shared" / "rating"
+# A copy in the repository: a clone runs its tests without ../shared beside it.
+SHARED_RATING = Path(__file__).resolve().parent / "data" / "rating"
 
 
 def vector_rows(name: str) -> list[dict]:
