@@ -4,9 +4,11 @@
 
   KEYS[1]: balances hash; KEYS[2]: calls hash; KEYS[3]: due sorted set; KEYS[4]: ended hash.
   ARGV[1]: reseller id; ARGV[2]: until (ms since the epoch: now + the hang-up guard time);
-  ARGV[3]: at most this many boundaries in this run.
+  ARGV[3]: at most this many boundaries in this run;
+  ARGV[4]: at most this many boundaries of one call in this run (default 300).
   Every boundary of a due call that falls before `until` is paid, in order (so a listener
-  that lagged catches up in one run).
+  that lagged catches up), up to ARGV[4] per call: a call with a huge backlog (an absurd
+  answer time) pays the rest in later runs and never takes the whole run from the others.
   Returns {paid, next_due_ms, id1, boundary_ms1, reason1, id2, ...}: how many boundaries
           were paid, the earliest due time left in the index (-1: none), then every call cut
           in this run (its unpaid boundary was not paid; hang it up before boundary_ms).
@@ -17,7 +19,8 @@
 --- @include "credit"
 
 local reseller, untilMs, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-if not (reseller and untilMs and limit) or limit < 1 then
+local perCall = tonumber(ARGV[4] or "") or 300
+if not (reseller and untilMs and limit) or limit < 1 or perCall < 1 then
   return redis.error_reply("ERR_BAD_ARGS extendDue")
 end
 local ids = redis.call("ZRANGEBYSCORE", KEYS[3], "-inf", untilMs, "LIMIT", 0, limit)
@@ -37,7 +40,9 @@ for n, id in ipairs(ids) do
   else
     -- Pay every boundary of this call that falls before `until` (catching up after a lag).
     local due = dueTime(call)
-    while due and due <= untilMs and out[1] < limit do
+    local budget = perCall
+    while due and due <= untilMs and out[1] < limit and budget > 0 do
+      budget = budget - 1
       local boundary = callCovered(call) + 1
       local refused = payBoundary(bal, call, boundary, reseller)
       if refused then
