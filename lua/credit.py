@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 
@@ -125,6 +125,7 @@ class DueBatch:
     paid: int
     next_due_ms: int  # -1: nothing left in the index
     cut: list[Cut]
+    dues: dict[str, int] = field(default_factory=dict)  # call id -> its new due time (ms)
 
 
 @dataclass(frozen=True)
@@ -328,11 +329,13 @@ class CreditEngine:
             self._call_keys(reseller_id),
             [reseller_id, until_ms, limit, per_call],
         )
+        after_cuts = 3 + 3 * int(reply[2])
         cut = [
             Cut(_text(reply[i]), int(reply[i + 1]), _text(reply[i + 2]))
-            for i in range(2, len(reply), 3)
+            for i in range(3, after_cuts, 3)
         ]
-        return DueBatch(int(reply[0]), int(reply[1]), cut)
+        dues = {_text(reply[i + 1]): int(reply[i]) for i in range(after_cuts, len(reply), 2)}
+        return DueBatch(int(reply[0]), int(reply[1]), cut, dues)
 
     def end(
         self,
