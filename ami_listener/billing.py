@@ -185,19 +185,16 @@ class Biller:
         return None
 
     def on_ended(self, call: Call) -> None:
-        billed = self.billed.pop(call.call_id, None)
-        self.channels.pop(call.call_id, None)
-        self.paid_until.pop(call.call_id, None)
-        refused = self.refused.pop(call.call_id, None)
+        """The local state of the call is forgotten only after Redis took its end: when Redis
+        fails here, the same step is applied again later and finds everything it needs."""
+        billed = self.billed.get(call.call_id)
         if billed is None or not billed.answered:
-            self.unbilled_calls += 1
             if self.settings.unanswered == "record":
-                self._record_unpaid(call, billed, refused)
+                self._record_unpaid(call, billed, self.refused.get(call.call_id))
+            self.unbilled_calls += 1
+            self._forget(call.call_id)
             return
         reseller = billed.payer.reseller_id
-        self.resellers[reseller] -= 1
-        if not self.resellers[reseller]:
-            del self.resellers[reseller]
         if self.clock.suspect(call.uniqueid) and "timestamp_replaced" not in billed.flags:
             billed.flags.append("timestamp_replaced")  # an Asterisk Timestamp was not believed
         mode = self.end_mode(call, billed)
@@ -215,15 +212,26 @@ class Biller:
             if exc.code != "ERR_BAD_TIME":
                 raise
             ended = self._end_within_bounds(call, billed, reseller)
+        self._forget(call.call_id)
+        self.resellers[reseller] -= 1
+        if not self.resellers[reseller]:
+            del self.resellers[reseller]
         self.to_settle.add(reseller)  # after the write: the job it asks for will see it
         log.info(
-            "call %s ended: billsec %d, prices %d/%d/%d micro",
+            "call %s ended: billsec %d, prices %d/%d/%d micro (%s)",
             call.call_id,
             call.billsec,
             ended.customer,
             ended.callshop,
             ended.reseller,
+            ended.outcome,
         )
+
+    def _forget(self, call_id: str) -> None:
+        self.billed.pop(call_id, None)
+        self.channels.pop(call_id, None)
+        self.paid_until.pop(call_id, None)
+        self.refused.pop(call_id, None)
 
     @staticmethod
     def end_mode(call: Call, billed: Billed) -> EndMode:
@@ -367,7 +375,7 @@ class Biller:
 
     def _next_local_cut(self) -> int:
         """The next local cut (listener's clock), -1: none."""
-        if not self.paid_until:
+        if not self.paid_until or not self.failure.cuts:
             return -1
         return self.clock.local_ms(min(self.paid_until.values()))
 
