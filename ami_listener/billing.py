@@ -41,6 +41,7 @@ HANG_UP_AT_DIAL = {
     Deny.DEPOSIT_EXCEEDED,
     Deny.CREDIT_UNAVAILABLE,
 }
+REPLAYED = "replayed"  # a call ended (and settled) before whose events came again
 # Reviews that say the end was not seen: its billsec is an upper bound (EndMode.ESTIMATED).
 END_NOT_SEEN = {"ended_while_disconnected", "ended_while_listener_down"}
 
@@ -165,9 +166,8 @@ class Biller:
         )
         if step.outcome == Outcome.ENDED:
             log.warning("call %s was ended (and settled) before: a replay, ignored", call.call_id)
-            self.billed.pop(call.call_id, None)
-            self.channels.pop(call.call_id, None)
-            self.paid_until.pop(call.call_id, None)
+            self._forget(call.call_id)
+            self.refused[call.call_id] = REPLAYED  # its end changes nothing either
             return None
         billed.answered = True
         self.resellers[billed.payer.reseller_id] = (
@@ -188,6 +188,9 @@ class Biller:
         """The local state of the call is forgotten only after Redis took its end: when Redis
         fails here, the same step is applied again later and finds everything it needs."""
         billed = self.billed.get(call.call_id)
+        if self.refused.get(call.call_id) == REPLAYED:
+            self._forget(call.call_id)
+            return
         if billed is None or not billed.answered:
             if self.settings.unanswered == "record":
                 self._record_unpaid(call, billed, self.refused.get(call.call_id))
@@ -321,6 +324,8 @@ class Biller:
         hangups: list[HangupRequest] = []
         next_due = -1
         try:
+            if not self.resellers and self.paid_until:
+                self.engine.client.ping()  # only answers Redis could not take: is it back?
             for reseller in list(self.resellers):
                 try:
                     batch = self.engine.extend_due(reseller, now_ast + self.settings.guard_ms, 5000)

@@ -376,3 +376,49 @@ def test_an_asterisk_clock_60_s_ahead_never_delays_a_cut(private_redis):
             cut_at = now
         now = max(now + 100, next_due - 500) if next_due >= 0 else now + 100
     assert cut_at == T0 + 10_500  # 10 paid seconds from the answer, minus the guard
+
+
+def test_terminate_cuts_at_once_a_prepaid_call_answered_while_redis_is_down(private_redis):
+    """Its first block could not be paid: nothing was granted, so it is cut at once."""
+    biller = make_biller(private_redis.url)
+    prepaid, postpaid = booth_call("8001", T0 - 1_000), booth_call("8002", T0 - 1_000)
+    assert biller.on_dialed(prepaid) is None and biller.on_dialed(postpaid) is None
+    private_redis.kill()
+    for call in (prepaid, postpaid):
+        call.answered_us, call.dial_status = T0 * 1000, "ANSWER"
+        with pytest.raises(redis.ConnectionError):
+            biller.on_answered(call)
+        biller.answer_unavailable(call)  # what the listener does with the failed step
+
+    hangups, _ = biller.tick(T0 + 100)
+
+    assert [(h.call_id, h.reason) for h in hangups] == [(prepaid.call_id, "CREDIT_UNAVAILABLE")]
+
+
+# -- point 13: a call replayed after its settlement ---------------------------------------
+
+
+def test_a_call_replayed_after_it_was_settled_and_forgotten_changes_no_balance(private_redis):
+    from workers.settle import forget_settled
+
+    biller = make_biller(private_redis.url)
+    call = booth_call("8002", T0 - 1_000)
+    answer(biller, call, T0)
+    biller.tick(T0 + 4_600)
+    call.ended_us = (T0 + 5_200) * 1000
+    biller.on_ended(call)
+    forget_settled(biller.engine, 1, [call.call_id])  # settled into MySQL, gone from Redis
+    engine = biller.engine
+    before = engine.client.hgetall(engine.keys.balances(1))
+
+    replay = booth_call("8002", T0 - 1_000)  # every event of the call again
+    assert biller.on_dialed(replay) is None
+    replay.answered_us, replay.dial_status = T0 * 1000, "ANSWER"
+    assert biller.on_answered(replay) is None
+    assert biller.tick(T0 + 9_000)[0] == []
+    replay.ended_us = (T0 + 5_200) * 1000
+    biller.on_ended(replay)
+
+    assert engine.client.hgetall(engine.keys.balances(1)) == before
+    assert engine.client.hlen(engine.keys.calls(1)) == 0
+    assert engine.client.hlen(engine.keys.ended(1)) == 0  # nothing new to settle
