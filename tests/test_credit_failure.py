@@ -234,6 +234,10 @@ async def _listener_rig(url: str, policy: str):
     listener = Listener(biller.settings, biller)
     task = asyncio.create_task(listener.run())
     await asyncio.wait_for(listener.logged_in.wait(), 10)
+    for _ in range(100):  # the login's resync is done before Redis goes away
+        if listener.resyncs:
+            break
+        await asyncio.sleep(0.02)
     return server, listener, task
 
 
@@ -422,3 +426,36 @@ def test_a_call_replayed_after_it_was_settled_and_forgotten_changes_no_balance(p
     assert engine.client.hgetall(engine.keys.balances(1)) == before
     assert engine.client.hlen(engine.keys.calls(1)) == 0
     assert engine.client.hlen(engine.keys.ended(1)) == 0  # nothing new to settle
+
+
+def test_continue_lets_a_call_dialled_while_redis_is_down_talk_and_bills_it_after(
+    private_redis,
+):
+    async def scenario():
+        server, listener, task = await _listener_rig(private_redis.url, "continue")
+        try:
+            private_redis.kill()
+            plan = pbx_sim.CallPlan("8001", "00493012345678", ring=0.2, talk=1.5)
+            await pbx_sim.run_generator(server, [plan], cps=0)
+            await asyncio.sleep(0.3)
+            await listener.queue.join()
+            assert listener.hangups == [] and len(listener.deferred) == 3  # dial, answer, end
+            private_redis.start()
+            for _ in range(100):
+                await asyncio.sleep(0.1)
+                if not listener.deferred:
+                    break
+            await listener.queue.join()
+        finally:
+            await _stop(server, listener, task)
+        return listener
+
+    listener = asyncio.run(scenario())
+
+    assert listener.hangups == []
+    engine = listener.biller.engine
+    [(call_id, record)] = engine.client.hgetall(engine.keys.ended(1)).items()
+    fields = [int(x) for x in record.decode().split(",")]
+    assert fields[4] == 1 and fields[5] == 5_000  # its real billsec, billed after
+    assert engine.level(1, "clid", 8001).used == 5_000
+    assert metas(engine)[call_id.decode()]["flags"] == ["credit_unavailable"]
