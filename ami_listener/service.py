@@ -310,14 +310,17 @@ class Listener:
 
     async def _drain_deferred(self) -> None:
         """Apply the kept steps in order while Redis answers; stop at the first that fails
-        (retried after a growing delay). A dial let through is billed blind (it went on
-        without a check); a hang-up is asked for only if the call is still up."""
+        (retried after a growing delay). A dial let through that was answered meanwhile is
+        billed blind (it went on without a check); a hang-up is asked for only if the call
+        is still up."""
         while self.deferred:
             step, _since = self.deferred[0]
             call = step.call
             try:
                 if isinstance(step, Dialed):
-                    request = await asyncio.to_thread(self.biller.on_dialed, call, True)
+                    # Still ringing: Redis is back in time to decide as usual.
+                    blind = call.answered_us is not None or call.ended_us is not None
+                    request = await asyncio.to_thread(self.biller.on_dialed, call, blind)
                 else:
                     request = await asyncio.to_thread(self._bill, step)
             except policy.UNREACHABLE:
