@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import redis
 from panoramisk import Manager
 
+from ami_listener import policy
 from ami_listener.billing import Biller, HangupRequest
 from ami_listener.tracker import Answered, CallTracker, Dialed, Ended
 from ops.settings import Settings
@@ -92,7 +93,9 @@ class Listener:
         self.settings = settings
         self.biller = biller
         self.tracker = CallTracker(
-            payer_field=settings.payer_field, callback_legs=settings.callback_legs
+            payer_field=settings.payer_field,
+            callback_legs=settings.callback_legs,
+            clock=biller.clock,  # one view of Asterisk's clock: the tracker's and the biller's
         )
         self.stats = Stats()
         self.queue: asyncio.Queue = asyncio.Queue()
@@ -102,6 +105,11 @@ class Listener:
         self.hangups: list[HangupRequest] = []  # every hang-up asked for (tests read it)
         self._tasks: set[asyncio.Task] = set()
         self.received = 0  # receive sequence number of the last event queued
+        # Steps Redis could not take, in order, with the time (monotonic) of their first
+        # try; a call with a step here has all its later steps put here too.
+        self.deferred: deque[tuple[object, float]] = deque()
+        self._deferred_calls: dict[str, int] = {}  # call id -> its steps in `deferred`
+        self._retry_delay = RETRY_FIRST_S
         self.resyncs = 0
 
     # -- AMI side ----------------------------------------------------------------------
@@ -211,7 +219,15 @@ class Listener:
     async def consume(self) -> None:
         """Handle queued events in order; one bad event never stops the others."""
         while True:
-            seq, received_us, event = await self.queue.get()
+            if self.deferred:
+                await self._drain_deferred()
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), timeout=self._retry_delay)
+                except TimeoutError:
+                    continue
+            else:
+                item = await self.queue.get()
+            seq, received_us, event = item
             self.stats.events += 1
             try:
                 if event.get("Event") == RESYNC:
@@ -250,22 +266,82 @@ class Listener:
         self.wake.set()
 
     async def _bill_until_done(self, step) -> HangupRequest | None:
-        """Redis unreachable: wait and retry the same step, holding the queue, so no call
-        loses a step and every call keeps its order (the steps are idempotent)."""
+        """Bill one step. Redis unreachable: the credit-failure policy decides
+        (ami_listener/policy.py): a dial is refused at once (terminate), after retrying up to
+        RETRY_WINDOW_S (retry_and_terminate), or let through (continue); any other step (and
+        a dial let through) is kept in `deferred`, in order per call, and applied when Redis
+        answers again (the steps are idempotent). The queue is never held: other calls'
+        events, and their refusals, go on."""
+        call = step.call
+        if call.call_id in self._deferred_calls:
+            self._defer(step, time.monotonic())
+            return None
+        started = time.monotonic()
         delay = RETRY_FIRST_S
         while True:
             try:
                 return await asyncio.to_thread(self._bill, step)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except policy.UNREACHABLE as exc:
                 self.stats.retries += 1
+                failure = self.biller.failure
+                waited = time.monotonic() - started
+                if isinstance(step, Dialed) and failure.cuts:
+                    if waited + delay <= failure.grace_ms / 1000:
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, RETRY_MAX_S)
+                        continue
+                    return self.biller.refuse_unavailable(call)
                 log.warning(
-                    "Redis unreachable while billing call %s (%s); retrying in %.1f s",
-                    step.call.call_id,
+                    "Redis unreachable while billing call %s (%s); kept for later (%s)",
+                    call.call_id,
                     exc,
-                    delay,
+                    failure,
                 )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
+                if isinstance(step, Answered):
+                    self.biller.answer_unavailable(call)
+                    self.wake.set()  # the scheduler's next local cut may be this call
+                self._defer(step, started)
+                return None
+
+    def _defer(self, step, since: float) -> None:
+        self.deferred.append((step, since))
+        call_id = step.call.call_id
+        self._deferred_calls[call_id] = self._deferred_calls.get(call_id, 0) + 1
+
+    async def _drain_deferred(self) -> None:
+        """Apply the kept steps in order while Redis answers; stop at the first that fails
+        (retried after a growing delay). A dial let through that was answered meanwhile is
+        billed blind (it went on without a check); a hang-up is asked for only if the call
+        is still up."""
+        while self.deferred:
+            step, _since = self.deferred[0]
+            call = step.call
+            try:
+                if isinstance(step, Dialed):
+                    # Still ringing: Redis is back in time to decide as usual.
+                    blind = call.answered_us is not None or call.ended_us is not None
+                    request = await asyncio.to_thread(self.biller.on_dialed, call, blind)
+                else:
+                    request = await asyncio.to_thread(self._bill, step)
+            except policy.UNREACHABLE:
+                self.stats.retries += 1
+                self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_S)
+                return
+            except Exception:
+                self.stats.errors += 1
+                log.exception("kept step of call %s failed", call.call_id)
+                request = None
+            self.deferred.popleft()
+            left = self._deferred_calls[call.call_id] - 1
+            if left:
+                self._deferred_calls[call.call_id] = left
+            else:
+                del self._deferred_calls[call.call_id]
+            if isinstance(step, Answered):
+                self.wake.set()
+            if request is not None and call.ended_us is None:
+                await self.hang_up(request)
+        self._retry_delay = RETRY_FIRST_S
 
     def _bill(self, step) -> HangupRequest | None:
         if isinstance(step, Dialed):

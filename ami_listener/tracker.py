@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ami_listener.frames import timestamp_us
+from ami_listener.clock import AsteriskClock
 
 ANSWER = "ANSWER"
 DISPOSITIONS = {  # DialStatus -> CDR disposition
@@ -109,6 +109,7 @@ class CallTracker:
     originated: dict[str, str] = field(default_factory=dict)  # leg A Uniqueid -> its number
     redials: dict[str, int] = field(default_factory=dict)  # booth Uniqueid -> dials after the 1st
     counters: Counters = field(default_factory=Counters)
+    clock: AsteriskClock = field(default_factory=AsteriskClock)  # bounds every Timestamp
 
     def calls_of(self, uniqueid: str) -> list[Call]:
         """The calls living on one channel (one, or a callback's two legs)."""
@@ -120,7 +121,7 @@ class CallTracker:
         """One AMI event -> the billing steps it causes (usually none)."""
         self.counters.events += 1
         name = event.get("Event", "")
-        at = timestamp_us(dict(event)) or received_us
+        at = self.clock.at(event, received_us)
         handler = getattr(self, f"_on_{name}", None)
         if handler is None:
             self.counters.ignored += 1

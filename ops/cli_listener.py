@@ -23,7 +23,9 @@ def listener(ctx: click.Context) -> None:
     from rating.book import RedisRateBook
 
     settings = settings_of(ctx)
-    client = redis_server.connect(settings.redis_url)
+    # Timeouts: a frozen Redis must fail the call (the credit-failure policy then cuts from
+    # the listener's own table), never hang the scheduler.
+    client = redis_server.connect(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
     redis_server.wait_until_up(client, logging.getLogger("asterbill.listener"))
     keys = Keys(settings.key_prefix)
     biller = Biller(CreditEngine(client, keys), RedisRateBook(client, keys), settings)

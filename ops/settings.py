@@ -24,6 +24,8 @@ NO_RATE_POLICIES = ("hangup-prepaid", "hangup", "free")
 CALLBACK_LEG_POLICIES = ("a", "b", "both")
 UNANSWERED_POLICIES = ("record", "drop")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Redis (the credit store) unreachable: what happens to calls (ami_listener/policy.py).
+CREDIT_FAILURE_POLICIES = ("terminate", "retry_and_terminate", "continue")
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class Settings:
     web_port: int
     secret_key: str
     log_level: str
+    credit_failure: str = "terminate"
 
     def describe(self) -> dict[str, str]:
         """The settings as text, with secrets masked (for `asterbill settings` and logs)."""
@@ -129,6 +132,9 @@ def _parse(env: Mapping[str, str]) -> Settings:
         web_port=_int(env, "ASTERBILL_WEB_PORT", 8080, 1, 65535),
         secret_key=env.get("ASTERBILL_SECRET_KEY", ""),
         log_level=_choice(env, "ASTERBILL_LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
+        credit_failure=_choice(
+            env, "ASTERBILL_CREDIT_FAILURE", "terminate", CREDIT_FAILURE_POLICIES
+        ),
     )
 
 

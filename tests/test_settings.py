@@ -72,3 +72,10 @@ def test_describe_masks_secrets():
     text = repr(s.describe())
     assert "hunter2" not in text and "s3cret" not in text
     assert s.describe()["database_url"] == "mysql+mysqldb://bill:***@db/x"
+
+
+def test_the_credit_failure_policy_defaults_to_terminate_and_is_checked():
+    assert settings().credit_failure == "terminate"
+    assert settings(ASTERBILL_CREDIT_FAILURE="Continue").credit_failure == "continue"
+    with pytest.raises(SettingsError, match="not one of: terminate, retry_and_terminate"):
+        settings(ASTERBILL_CREDIT_FAILURE="ignore")
