@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import redis
@@ -37,6 +39,7 @@ class Stats:
     events: int = 0
     errors: int = 0
     hangups_sent: int = 0
+    hangups_failed: int = 0  # not sent (AMI down), not answered in time, or refused
     retries: int = 0
     # How late the scheduler woke for a boundary (ms after due - guard), and how long a
     # Hangup took from the cut to Asterisk's answer; the last samples only, for benchmarks.
@@ -44,40 +47,130 @@ class Stats:
     hangup_lag_ms: deque = field(default_factory=lambda: deque(maxlen=100_000))
 
 
-class BackoffManager(Manager):
-    """panoramisk reconnects at a fixed interval (2 s), forever: against an Asterisk that is
-    down or refuses our secret that is a connection attempt every 2 s. Here the wait doubles
-    after every attempt, from FIRST_S up to MOST_S, and starts again from FIRST_S after a
-    login."""
+class AmiUnavailable(ConnectionError):
+    """An AMI action was not sent, or not answered, on the connection it was made for."""
 
-    FIRST_S, MOST_S = 0.5, 30.0
+
+class BackoffManager(Manager):
+    """panoramisk's Manager with two changes that keep billing safe across reconnects.
+
+    Actions live and die with their connection. panoramisk keeps every action a lost
+    connection did not answer (and every action sent while it was down) and sends them after
+    the next login; channel names restart with Asterisk, so a stale `Hangup` then kills
+    another booth's call. Here an action is sent only while logged in, fails with
+    AmiUnavailable at once otherwise, and fails the same way when its connection is lost:
+    nothing is ever resent. The caller decides again with what it knows then.
+
+    Reconnect waits. Losing a connection that was logged in, or an Asterisk that is down
+    (restarting, killed, not started yet), retries fast: FAST_STEP_S more at each attempt,
+    with jitter, at most FAST_MOST_S, so billing is blind for seconds at most. A refused
+    login (wrong user or secret) is not fixed by retrying: those waits double from
+    SLOW_FIRST_S up to SLOW_MOST_S until a login succeeds. `delays` records each choice."""
+
+    FAST_STEP_S, FAST_MOST_S, JITTER = 0.5, 3.0, 0.2
+    SLOW_FIRST_S, SLOW_MOST_S = 1.0, 30.0
 
     def __init__(self, **config) -> None:
         super().__init__(**config)
-        self.reconnect_timeout = self.FIRST_S  # panoramisk keeps it an int
-        self._wait = self.FIRST_S
+        self.closed = False
+        self.ready = False  # logged in on a connection that is up: actions may be sent
+        self.logins = 0
+        self.shutdowns = 0  # Shutdown events: Asterisk stopping or restarting
+        self.dropped_actions = 0  # actions failed because their connection was lost
         self.attempts: list[float] = []  # monotonic time of each connection attempt
+        self.delays: list[tuple[str, float]] = []  # ("fast" | "refused", wait before retry)
+        self._failures = 0  # attempts since the last login
+        self._refused = False  # the last login was refused: wait long
+        self._refused_wait = 0.0
+        self._random = random.Random()
+        self.reconnect_timeout = self.FAST_STEP_S  # panoramisk keeps it an int
 
     def close(self) -> None:
         self.closed = True  # panoramisk's own close() leaves its retry loop running
+        self.ready = False
         super().close()
+        self._fail_awaiting("the listener closed its AMI connection")
 
     def connect(self, *args, **kwargs):
-        if getattr(self, "closed", False):
+        if self.closed:
             return None
-        # panoramisk waits `reconnect_timeout` after this attempt fails (or, later, after
-        # this connection is lost); the attempt after that waits twice as long.
-        self.reconnect_timeout, self._wait = self._wait, min(self.MOST_S, self._wait * 2)
         self.attempts.append(time.monotonic())
         if len(self.attempts) > 1:
             log.info("AMI connection attempt %d", len(self.attempts))
         return super().connect(*args, **kwargs)
 
+    def connection_made(self, f):
+        self.ready = False
+        if not f.cancelled() and f.exception() is not None:
+            self._plan_retry()  # panoramisk waits reconnect_timeout, then connects again
+        return super().connection_made(f)
+
     def login(self, future):
         ok = super().login(future)
         if ok:
-            self.reconnect_timeout = self._wait = self.FIRST_S
+            self.ready = True
+            self.logins += 1
+            self._failures, self._refused, self._refused_wait = 0, False, 0.0
+        else:
+            log.error("Asterisk refused the AMI login of user %r", self.config.get("username"))
+            self._refused = True
         return ok
+
+    def connection_lost(self, exc):
+        if isinstance(exc, Mapping) and exc.get("Event") == "Shutdown":
+            self.shutdowns += 1
+            log.warning("Asterisk is shutting down (restart: %s)", exc.get("Restart", "?"))
+        self.ready = False
+        self._fail_awaiting("the AMI connection was lost before Asterisk answered")
+        if self.closed:
+            return None
+        self._plan_retry()
+        return super().connection_lost(exc)
+
+    async def send_awaiting_actions(self, *_):
+        """panoramisk resends the actions of a lost connection after a login: never."""
+        self._fail_awaiting("the AMI connection was lost before Asterisk answered")
+
+    def send_action(self, action, as_list=None, **kwargs):
+        name = str(action.get("Action", action.get("action", ""))).lower()
+        if name != "login" and not self.ready:
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(AmiUnavailable(f"{name} not sent: not logged in to Asterisk"))
+            return future
+        return super().send_action(action, as_list=as_list, **kwargs)
+
+    def _fail_awaiting(self, why: str) -> None:
+        while self.awaiting_actions:
+            action = self.awaiting_actions.popleft()
+            self.dropped_actions += 1
+            if not action.future.done():
+                action.future.set_exception(AmiUnavailable(f"{action.get('Action')}: {why}"))
+                action.future.add_done_callback(_retrieve)
+
+    def _plan_retry(self) -> None:
+        self._failures += 1
+        if self._refused:
+            doubled = min(self.SLOW_MOST_S, self._refused_wait * 2)
+            self._refused_wait = doubled or self.SLOW_FIRST_S
+            kind, wait = "refused", self._refused_wait
+        else:
+            step = min(self.FAST_MOST_S, self.FAST_STEP_S * self._failures)
+            kind, wait = "fast", step * self._random.uniform(1 - self.JITTER, 1 + self.JITTER)
+        self.reconnect_timeout = wait
+        self.delays.append((kind, wait))
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    """Mark a failed future's exception as seen (its waiter may have timed out already)."""
+    if not future.cancelled():
+        future.exception()
+
+
+def channel_of(request: HangupRequest) -> str:
+    """What a Hangup names: the call's Uniqueid (`<uniqueid>:a`, `<uniqueid>#2` are calls on
+    that channel). Asterisk 20's Hangup takes a Uniqueid in its Channel header; channel names
+    are reused after a restart, uniqueids are not."""
+    return request.call_id.partition(":")[0].partition("#")[0] or request.channel
 
 
 @dataclass(frozen=True)
@@ -101,6 +194,8 @@ class Listener:
         self.logged_in = asyncio.Event()
         self.hangups: list[HangupRequest] = []  # every hang-up asked for (tests read it)
         self._tasks: set[asyncio.Task] = set()
+        self._hangup_tasks: set[asyncio.Task] = set()
+        self._hanging_up: set[str] = set()  # channels (uniqueids) with a Hangup in flight
         self.received = 0  # receive sequence number of the last event queued
         self.resyncs = 0
 
@@ -157,21 +252,53 @@ class Listener:
         if self.manager is not None:
             self.manager.close()
 
-    async def hang_up(self, request: HangupRequest) -> None:
-        self.hangups.append(request)
-        log.warning("hanging up %s (call %s): %s", request.channel, request.call_id, request.reason)
+    async def action(self, action: dict, timeout_s: float | None = None, as_list=None):
+        """Send one AMI action on the current connection and wait for its answer, at most
+        `timeout_s` (default ASTERBILL_AMI_TIMEOUT_MS). Raises AmiUnavailable when not
+        logged in or when the connection is lost first, TimeoutError when Asterisk does not
+        answer in time; a failed action is never sent again by itself."""
         if self.manager is None:
-            return
+            raise AmiUnavailable(f"{action.get('Action')} not sent: not connected to AMI")
+        timeout = self.settings.ami_timeout_ms / 1000 if timeout_s is None else timeout_s
+        return await asyncio.wait_for(self.manager.send_action(action, as_list=as_list), timeout)
+
+    async def hang_up(self, request: HangupRequest) -> None:
+        """Ask Asterisk to hang up the request's call, by its Uniqueid, without waiting for
+        the answer: the boundary scheduler and the event consumer go on at once."""
+        self.hangups.append(request)
+        target = channel_of(request)
+        log.warning(
+            "hanging up %s (%s, call %s): %s",
+            request.channel,
+            target,
+            request.call_id,
+            request.reason,
+        )
+        if self.manager is None or target in self._hanging_up:
+            return  # one Hangup of a channel at a time is enough
+        self._hanging_up.add(target)
+        task = asyncio.ensure_future(self._send_hangup(request, target))
+        self._hangup_tasks.add(task)
+        task.add_done_callback(self._hangup_tasks.discard)
+
+    async def _send_hangup(self, request: HangupRequest, target: str) -> None:
         started = time.monotonic()
         try:
-            reply = await self.manager.send_action(
-                {"Action": "Hangup", "Channel": request.channel, "Cause": "16"}
-            )
+            reply = await self.action({"Action": "Hangup", "Channel": target, "Cause": "16"})
             self.stats.hangups_sent += 1
             self.stats.hangup_lag_ms.append((time.monotonic() - started) * 1000)
-            log.info("Hangup %s: %s", request.channel, getattr(reply, "Message", reply))
+            log.info(
+                "Hangup %s (%s): %s", target, request.channel, getattr(reply, "Message", reply)
+            )
+        except (AmiUnavailable, TimeoutError) as exc:
+            # Not resent: after a reconnect the resync decides again on the live calls.
+            self.stats.hangups_failed += 1
+            log.error("Hangup of %s (call %s) failed: %r", target, request.call_id, exc)
         except Exception:
-            log.exception("Hangup of %s failed", request.channel)
+            self.stats.hangups_failed += 1
+            log.exception("Hangup of %s (call %s) failed", target, request.call_id)
+        finally:
+            self._hanging_up.discard(target)
 
     async def originate_callback(
         self, a_number: str, b_number: str, caller_id: str, account: str = "", timeout: float = 60
@@ -183,22 +310,18 @@ class Listener:
         panoramisk pitfall: the OriginateResponse event carries the action's ActionID, so
         panoramisk hands it to the action's future (a list: the "queued" response, then the
         event) and never to the event handlers. The result is therefore read from that list."""
-        if self.manager is None:
-            raise RuntimeError("not connected to AMI")
-        reply = await asyncio.wait_for(
-            self.manager.send_action(
-                {
-                    "Action": "Originate",
-                    "Channel": self.settings.callback_channel.replace("{number}", a_number),
-                    "Context": self.settings.callback_context,
-                    "Exten": b_number,
-                    "Priority": "1",
-                    "CallerID": f"<{caller_id}>",
-                    "Account": account,
-                    "Async": "true",
-                }
-            ),
-            timeout,
+        reply = await self.action(
+            {
+                "Action": "Originate",
+                "Channel": self.settings.callback_channel.replace("{number}", a_number),
+                "Context": self.settings.callback_context,
+                "Exten": b_number,
+                "Priority": "1",
+                "CallerID": f"<{caller_id}>",
+                "Account": account,
+                "Async": "true",
+            },
+            timeout_s=timeout,
         )
         messages = reply if isinstance(reply, list) else [reply]
         event = next((m for m in messages if m.get("Event") == "OriginateResponse"), None)
@@ -277,7 +400,8 @@ class Listener:
         return None
 
     async def schedule(self) -> None:
-        """Wake for block boundaries only: at the next due time minus the guard time.
+        """Wake for block boundaries only: at the next due time minus the guard time. Never
+        waits on AMI: a cut only starts its Hangup (see hang_up).
 
         `stats.wake_lag_ms` records how long after that moment the boundaries were paid."""
         intended_ms = None
