@@ -22,6 +22,13 @@ from dataclasses import dataclass, field
 import redis
 from panoramisk import Manager
 
+from ami_listener.ami_health import (
+    EventWatcher,
+    cdr_manager_warnings,
+    command_warnings,
+    manager_conf_warnings,
+    parse_config,
+)
 from ami_listener.billing import Biller, HangupRequest
 from ami_listener.tracker import Answered, CallTracker, Dialed, Ended
 from ops.settings import Settings
@@ -241,9 +248,12 @@ class Listener:
             username=self.settings.ami_user,
             secret=self.settings.ami_secret,
             ping_delay=10,
-            on_login=self._on_login,
+            on_login=self._after_login,
         )
         self.manager.register_event("*", self._on_event)
+        self.ami_warnings: list[str] = []  # what the AMI user lacks for billing (logged)
+        self.ami_watcher = EventWatcher()
+        self.manager.register_event("*", self._watch_ami)
         # Not awaited: when Asterisk is down at start the first attempt fails, and awaiting
         # it would end the listener; panoramisk retries by itself (with our backoff).
         self.manager.connect()
@@ -251,6 +261,38 @@ class Listener:
     def close(self) -> None:
         if self.manager is not None:
             self.manager.close()
+
+    def _after_login(self, manager) -> None:
+        self.ami_watcher = EventWatcher()  # Asterisk's settings may have changed meanwhile
+        self._on_login(manager)
+        task = asyncio.ensure_future(self._check_ami())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _warn_ami(self, warnings: list[str]) -> None:
+        for warning in warnings:
+            log.warning("AMI: %s", warning)
+            self.ami_warnings.append(warning)
+
+    def _watch_ami(self, _manager, message) -> None:
+        self._warn_ami(self.ami_watcher.observe(message))
+
+    async def _check_ami(self) -> None:
+        """At each login: what manager.conf, cdr_manager.conf (GetConfig, when the user may
+        read them) and ListCommands say the AMI user lacks for billing. Warnings only."""
+        user, found = self.settings.ami_user, []
+        try:
+            conf = await self.action({"Action": "GetConfig", "Filename": "manager.conf"})
+            if conf.get("Response") == "Success":
+                found += manager_conf_warnings(parse_config(conf), user)
+                cdr = await self.action({"Action": "GetConfig", "Filename": "cdr_manager.conf"})
+                if cdr.get("Response") == "Success":
+                    found += cdr_manager_warnings(parse_config(cdr))
+            commands = await self.action({"Action": "ListCommands"})
+            found += command_warnings(commands, user)
+        except (AmiUnavailable, TimeoutError) as exc:
+            log.info("AMI settings check skipped: %r", exc)
+        self._warn_ami([w for w in dict.fromkeys(found) if w not in self.ami_warnings])
 
     async def action(self, action: dict, timeout_s: float | None = None, as_list=None):
         """Send one AMI action on the current connection and wait for its answer, at most

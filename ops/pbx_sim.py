@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ami_listener import frames
+from ami_listener.ami_health import classes
 
 log = logging.getLogger("asterbill.pbx_sim")
 GREETING = b"Asterisk Call Manager/9.0.0\r\n"
@@ -58,6 +59,15 @@ SNAPSHOT = (
     "Linkedid",
 )
 STATES = {"Down": "0", "Ring": "4", "Ringing": "5", "Up": "6"}
+# action -> the write classes that allow it (any one), as Asterisk 20 registers them
+ACTION_CLASSES = {
+    "Hangup": ("system", "call"),
+    "CoreShowChannels": ("system", "reporting"),
+    "Getvar": ("call", "reporting"),
+    "Originate": ("originate",),
+    "GetConfig": ("system", "config"),
+}
+_ACTION_BY_LOWER = {name.lower(): name for name in ACTION_CLASSES}
 
 
 class Killed(Exception):
@@ -113,6 +123,8 @@ class AmiServer:
         self.incarnation = 0  # how many times this Asterisk was (re)started
         self.action_log: list[tuple[int, dict[str, str]]] = []  # (incarnation, action)
         self.unanswered: set[str] = set()  # action names read and never answered
+        # manager.conf and cdr_manager.conf as this Asterisk has them (GetConfig shows them)
+        self.read, self.write, self.cdr_manager = "all", "all", True
         self._login_order: list[asyncio.StreamWriter] = []
         self._reset_counters()
 
@@ -202,6 +214,10 @@ class AmiServer:
     # -- sending ---------------------------------------------------------------------
     def event(self, name: str, headers: Iterable[tuple[str, str]]) -> None:
         privilege = {"Cdr": "cdr,all", "Shutdown": "system,all"}.get(name, "call,all")
+        if privilege.partition(",")[0] not in classes(self.read):
+            return  # the user may not read this class (manager.conf `read =`)
+        if name == "Cdr" and not self.cdr_manager:
+            return
         items = [("Event", name), ("Privilege", privilege)]
         if self.timestamps:
             items.append(("Timestamp", f"{time.time():.6f}"))
@@ -268,6 +284,31 @@ class AmiServer:
                             [("Response", "Error"), ("Message", "Authentication Required")]
                         )
                     )
+                elif name in _ACTION_BY_LOWER and not classes(self.write) & set(
+                    ACTION_CLASSES[_ACTION_BY_LOWER[name]]
+                ):
+                    writer.write(
+                        frames.build(
+                            [("Response", "Error"), *reply[1:], ("Message", "Permission denied")]
+                        )
+                    )
+                elif name == "getconfig":
+                    writer.write(frames.build(self._config(action.get("Filename", ""), reply)))
+                elif name == "listcommands":
+                    allowed = classes(self.write)
+                    writer.write(
+                        frames.build(
+                            [
+                                *reply,
+                                *(
+                                    (act, f"(Priv: {','.join(c)},all)")
+                                    for act, c in ACTION_CLASSES.items()
+                                    if allowed & set(c)
+                                ),
+                                ("Ping", "Keepalive command. (Priv: <none>)"),
+                            ]
+                        )
+                    )
                 elif name == "ping":
                     writer.write(
                         frames.build(
@@ -319,6 +360,32 @@ class AmiServer:
             with contextlib.suppress(ValueError):
                 self._login_order.remove(writer)
             writer.close()
+
+    def _config(self, filename: str, reply) -> list[tuple[str, str]]:
+        """A GetConfig answer for manager.conf or cdr_manager.conf, in Asterisk's format."""
+        yes = {True: "yes", False: "no"}
+        files = {
+            "manager.conf": {
+                "general": [
+                    ("enabled", "yes"),
+                    ("port", str(self.port)),
+                    ("timestampevents", yes[self.timestamps]),
+                ],
+                self.username: [
+                    ("secret", self.secret),
+                    ("read", self.read),
+                    ("write", self.write),
+                ],
+            },
+            "cdr_manager.conf": {"general": [("enabled", yes[self.cdr_manager])]},
+        }
+        if filename not in files:
+            return [("Response", "Error"), *reply[1:], ("Message", "Config file not found")]
+        out = list(reply)
+        for n, (category, lines) in enumerate(files[filename].items()):
+            out.append((f"Category-{n:06d}", category))
+            out += [(f"Line-{n:06d}-{i:06d}", f"{k}={v}") for i, (k, v) in enumerate(lines)]
+        return out
 
     def find_channel(self, name_or_uniqueid: str) -> Channel | None:
         """As Asterisk 20's Hangup: a channel name, or a channel's Uniqueid."""
