@@ -59,14 +59,16 @@ class AmiUnavailable(ConnectionError):
 
 
 class BackoffManager(Manager):
-    """panoramisk's Manager with two changes that keep billing safe across reconnects.
+    """panoramisk's Manager with the changes that keep billing safe across reconnects.
 
     Actions live and die with their connection. panoramisk keeps every action a lost
     connection did not answer (and every action sent while it was down) and sends them after
     the next login; channel names restart with Asterisk, so a stale `Hangup` then kills
     another booth's call. Here an action is sent only while logged in, fails with
     AmiUnavailable at once otherwise, and fails the same way when its connection is lost:
-    nothing is ever resent. The caller decides again with what it knows then.
+    nothing is ever resent. The caller decides again with what it knows then. Every action
+    fails with TimeoutError when Asterisk does not answer in time (a login: the connection
+    is closed and retried).
 
     Reconnect waits. Losing a connection that was logged in, or an Asterisk that is down
     (restarting, killed, not started yet), retries fast: FAST_STEP_S more at each attempt,
@@ -91,6 +93,7 @@ class BackoffManager(Manager):
         self._refused_wait = 0.0
         self._random = random.Random()
         self.reconnect_timeout = self.FAST_STEP_S  # panoramisk keeps it an int
+        self.action_timeout_s = float(config.get("action_timeout_s", 5.0))
 
     def close(self) -> None:
         self.closed = True  # panoramisk's own close() leaves its retry loop running
@@ -110,7 +113,10 @@ class BackoffManager(Manager):
         self.ready = False
         if not f.cancelled() and f.exception() is not None:
             self._plan_retry()  # panoramisk waits reconnect_timeout, then connects again
-        return super().connection_made(f)
+        result = super().connection_made(f)
+        if not f.cancelled() and f.exception() is None:
+            self.loop.call_later(self.action_timeout_s, self._login_deadline, self.protocol)
+        return result
 
     def login(self, future):
         ok = super().login(future)
@@ -138,13 +144,36 @@ class BackoffManager(Manager):
         """panoramisk resends the actions of a lost connection after a login: never."""
         self._fail_awaiting("the AMI connection was lost before Asterisk answered")
 
-    def send_action(self, action, as_list=None, **kwargs):
+    def send_action(self, action, as_list=None, timeout_s: float | None = None, **kwargs):
+        """panoramisk's send_action, refused unless logged in, and failed with TimeoutError
+        when Asterisk does not answer within `timeout_s` (default: ACTION_TIMEOUT_S)."""
         name = str(action.get("Action", action.get("action", ""))).lower()
         if name != "login" and not self.ready:
             future = asyncio.get_running_loop().create_future()
             future.set_exception(AmiUnavailable(f"{name} not sent: not logged in to Asterisk"))
             return future
-        return super().send_action(action, as_list=as_list, **kwargs)
+        future = super().send_action(action, as_list=as_list, **kwargs)
+        if name != "login":  # the login has its own deadline (connection_made)
+            wait = self.action_timeout_s if timeout_s is None else timeout_s
+            timer = self.loop.call_later(wait, self._expire, future, self.protocol, name, wait)
+            future.add_done_callback(lambda _: timer.cancel())
+        return future
+
+    @staticmethod
+    def _expire(future: asyncio.Future, protocol, name: str, wait: float) -> None:
+        if future.done():
+            return
+        future.set_exception(TimeoutError(f"{name}: Asterisk did not answer in {wait:g} s"))
+        future.add_done_callback(_retrieve)
+        for key, pending in list(getattr(protocol, "responses", {}).items()):
+            if pending.future is future:  # a late answer then finds nothing to complete
+                protocol.responses.pop(key, None)
+
+    def _login_deadline(self, protocol) -> None:
+        """A connection whose login Asterisk never answers is closed (and retried)."""
+        if protocol is self.protocol and not self.ready and not protocol.closed:
+            log.error("Asterisk did not answer the AMI login in %g s", self.action_timeout_s)
+            protocol.transport.close()
 
     def _fail_awaiting(self, why: str) -> None:
         while self.awaiting_actions:
@@ -249,6 +278,7 @@ class Listener:
             secret=self.settings.ami_secret,
             ping_delay=10,
             on_login=self._after_login,
+            action_timeout_s=self.settings.ami_timeout_ms / 1000,
         )
         self.manager.register_event("*", self._on_event)
         self.ami_warnings: list[str] = []  # what the AMI user lacks for billing (logged)
@@ -301,8 +331,7 @@ class Listener:
         answer in time; a failed action is never sent again by itself."""
         if self.manager is None:
             raise AmiUnavailable(f"{action.get('Action')} not sent: not connected to AMI")
-        timeout = self.settings.ami_timeout_ms / 1000 if timeout_s is None else timeout_s
-        return await asyncio.wait_for(self.manager.send_action(action, as_list=as_list), timeout)
+        return await self.manager.send_action(action, as_list=as_list, timeout_s=timeout_s)
 
     async def hang_up(self, request: HangupRequest) -> None:
         """Ask Asterisk to hang up the request's call, by its Uniqueid, without waiting for

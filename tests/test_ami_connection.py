@@ -232,3 +232,31 @@ def test_a_refused_login_backs_off_doubling_until_a_login_succeeds(rig, key_pref
     waits = [wait for _, wait in refused]
     assert waits[:3] == [0.2, 0.4, 0.8]
     assert [kind for kind, _ in after] == ["fast"]
+
+
+def test_a_login_asterisk_never_answers_is_given_up_and_retried(rig, key_prefix):
+    """An Asterisk that accepts the connection and never answers the Login (a stuck PBX)
+    would leave billing blind for good: the connection is closed after the action timeout
+    and tried again, until a login succeeds."""
+
+    async def scenario():
+        server = pbx_sim.AmiServer("billing", "s3cret")
+        server.unanswered.add("login")
+        port = await server.start("127.0.0.1", 0)
+        settings = settings_for(port, key_prefix, ASTERBILL_AMI_TIMEOUT_MS="300")
+        listener = Listener(settings, Biller(rig.engine, rig.book, settings))
+        task = asyncio.create_task(listener.run())
+        try:
+            await until(lambda: listener.manager and len(listener.manager.attempts) >= 2)
+            server.unanswered.clear()
+            await asyncio.wait_for(listener.logged_in.wait(), 10)
+            return [a["Action"] for a in server.actions]
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            listener.close()
+            await server.close()
+
+    actions = asyncio.run(scenario())
+    assert actions.count("Login") >= 3  # two given up, then the one answered
