@@ -149,20 +149,21 @@ def simulator():
         [
             *(ASTERBILL, "pbx-sim", "--port", str(port), "--user", "billing"),
             *("--secret", "s3cret", "--calls", "3", "--cps", "2", "--talk", "0.3:0.5"),
-            "--forever",
+            *("--forever", "--down-for", "1"),
         ],
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
         assert "AMI on" in process.stderr.readline()
-        yield port
+        yield port, process
     finally:
         process.terminate()
         process.wait(10)
 
 
 def test_check_logs_in_to_the_pbx_when_ami_host_is_set(tmp_path, simulator):
+    simulator, _ = simulator
     env = {
         "ASTERBILL_DATA_DIR": str(tmp_path),
         "REDIS_URL": "redis://127.0.0.1:6379/0",
@@ -182,3 +183,47 @@ def test_check_logs_in_to_the_pbx_when_ami_host_is_set(tmp_path, simulator):
     assert "refused the login" in refused.stderr and "Traceback" not in refused.stderr
     down = run("check", env={**env, "AMI_PORT": str(free_port())}, cwd=tmp_path)
     assert down.returncode == 3 and "could not be reached" in down.stderr
+
+
+def test_the_simulator_process_kills_restarts_and_drops_clients_on_signals(simulator):
+    """SIGUSR2 drops the oldest client; SIGUSR1 kills the simulator (nothing listens) and
+    starts it again after --down-for; the clients log in again."""
+    import signal
+
+    port, process = simulator
+
+    async def login():
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await reader.readline()
+        writer.write(b"Action: Login\r\nUsername: billing\r\nSecret: s3cret\r\n\r\n")
+        assert b"Authentication accepted" in await reader.readuntil(b"\r\n\r\n")
+        return reader, writer
+
+    async def dropped(reader) -> bool:
+        async with asyncio.timeout(5):
+            while await reader.read(4096):
+                pass  # events of the generated calls, then EOF
+        return True
+
+    async def scenario():
+        reader, writer = await login()
+        process.send_signal(signal.SIGUSR2)
+        assert await dropped(reader)
+        writer.close()
+        reader, writer = await login()
+        process.send_signal(signal.SIGUSR1)
+        assert await dropped(reader)
+        writer.close()
+        await until(lambda: _refused(port), timeout=2)  # down: nothing listens
+        await until(lambda: not _refused(port), timeout=5)  # back after --down-for
+        _, writer = await login()
+        writer.close()
+
+    asyncio.run(scenario())
+
+
+def _refused(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
