@@ -260,3 +260,79 @@ def test_a_login_asterisk_never_answers_is_given_up_and_retried(rig, key_prefix)
 
     actions = asyncio.run(scenario())
     assert actions.count("Login") >= 3  # two given up, then the one answered
+
+
+def test_under_load_with_drops_and_a_kill_every_hangup_hits_only_calls_that_must_end(
+    rig, key_prefix
+):
+    """Calls at 8 a second from ten booths, half of them prepaid for 2 s; meanwhile the
+    listener's connection is dropped once and Asterisk is killed and comes back with its
+    channel counters reset. Every Hangup Asterisk receives names, by Uniqueid, a call of that
+    Asterisk whose booth is prepaid; no booth without a limit is ever cut."""
+    prepaid_booths = {8001, 8003, 8005, 8007, 8009}
+    for booth in range(8001, 8011):
+        rig.engine.provision(Payer(1, 10, booth), payer_key=str(booth))
+        if booth in prepaid_booths:
+            prepaid(rig, booth, blocks=2)
+    lives: list[pbx_sim.Generator] = []
+
+    def load(server, seed):
+        plans = pbx_sim.random_plans(
+            16, booths=10, seed=seed, answer_ratio=1.0, talk=(0.5, 4.0), numbers=["0049301"]
+        )
+        generator = pbx_sim.Generator(server)
+        lives.append(generator)
+
+        async def run():
+            tasks = []
+            for plan in plans:
+                plan.ring = 0.2
+                tasks.append(asyncio.create_task(generator.call(plan)))
+                await asyncio.sleep(1 / 8)
+            await asyncio.gather(*tasks)
+
+        return asyncio.create_task(run())
+
+    async def scenario():
+        server = pbx_sim.AmiServer("billing", "s3cret")
+        settings = settings_for(await server.start("127.0.0.1", 0), key_prefix)
+        listener = Listener(settings, Biller(rig.engine, rig.book, settings))
+        task = asyncio.create_task(listener.run())
+        try:
+            await asyncio.wait_for(listener.logged_in.wait(), 10)
+            before = load(server, seed=5)
+            await asyncio.sleep(1.0)
+            listener.logged_in.clear()
+            assert server.drop_client()
+            await asyncio.wait_for(listener.logged_in.wait(), 10)
+            await asyncio.sleep(1.0)
+            listener.logged_in.clear()
+            await server.restart(clean=False, down_for=0.8)
+            await before
+            after = load(server, seed=6)
+            await asyncio.wait_for(listener.logged_in.wait(), 10)
+            await after
+            await asyncio.sleep(0.5)
+            return server.action_log
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            listener.close()
+            await server.close()
+
+    action_log = asyncio.run(scenario())
+
+    def booth(uniqueid: str) -> int:
+        return int(channel_of[uniqueid].partition("/")[2].partition("-")[0])
+
+    channel_of = {uid: name for g in lives for uid, name in g.channels.items()}
+    incarnation_of = {uid: n for n, g in enumerate(lives) for uid in g.channels}
+    hangups = [(n, a["Channel"]) for n, a in action_log if a["Action"] == "Hangup"]
+    assert hangups, "the prepaid booths were cut"
+    for n, target in hangups:
+        assert target in channel_of  # a Uniqueid, never a channel name
+        assert incarnation_of[target] == n  # a call of the Asterisk that received it
+        assert booth(target) in prepaid_booths
+    cut = [uid for g in lives for uid, how in g.ended if how == "hangup-action"]
+    assert cut and {booth(uid) for uid in cut} <= prepaid_booths
