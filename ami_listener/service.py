@@ -146,7 +146,7 @@ class BackoffManager(Manager):
 
     def send_action(self, action, as_list=None, timeout_s: float | None = None, **kwargs):
         """panoramisk's send_action, refused unless logged in, and failed with TimeoutError
-        when Asterisk does not answer within `timeout_s` (default: ACTION_TIMEOUT_S)."""
+        when Asterisk does not answer within `timeout_s` (default: action_timeout_s)."""
         name = str(action.get("Action", action.get("action", ""))).lower()
         if name != "login" and not self.ready:
             future = asyncio.get_running_loop().create_future()
@@ -322,6 +322,8 @@ class Listener:
             found += command_warnings(commands, user)
         except (AmiUnavailable, TimeoutError) as exc:
             log.info("AMI settings check skipped: %r", exc)
+        except Exception:
+            log.warning("AMI settings check failed", exc_info=True)  # billing goes on
         self._warn_ami([w for w in dict.fromkeys(found) if w not in self.ami_warnings])
 
     async def action(self, action: dict, timeout_s: float | None = None, as_list=None):
