@@ -27,6 +27,7 @@ from schema import (
     migrate,
 )
 from schema.db import make_engine, session_factory
+from tests.conftest import REDIS_SERVER
 from workers.provision import provision_redis
 
 PASSWORD = "correct horse battery"
@@ -112,7 +113,7 @@ def office(fresh_mysql_url, redis_server, key_prefix, tmp_path):
     settings = load_settings(
         environ={
             "DATABASE_URL": fresh_mysql_url,
-            "REDIS_URL": "redis://127.0.0.1:6379/0",
+            "REDIS_URL": REDIS_SERVER,
             "ASTERBILL_KEY_PREFIX": key_prefix,
             "ASTERBILL_SECRET_KEY": "test-secret-key-of-this-test",
             "ASTERBILL_DATA_DIR": str(tmp_path),  # uploads and logos
@@ -581,7 +582,7 @@ def test_a_large_deck_is_imported_by_a_worker_with_progress(
     app, factory, _, ids = office
     app.config["ASTERBILL_BACKGROUND_IMPORT_BYTES"] = 100  # this deck counts as large
     monkeypatch.setenv("DATABASE_URL", fresh_mysql_url)  # the worker's settings
-    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("REDIS_URL", REDIS_SERVER)
     monkeypatch.setenv("ASTERBILL_KEY_PREFIX", key_prefix)
     client = login(app, "resA")
     deck = "prefix,dest,per minute,block\n" + "".join(

@@ -20,6 +20,7 @@ from lua.keys import Keys
 from ops.settings import load_settings
 from schema import AccountGroup, Clid, CreditHistory, CustomerRate, Reseller, migrate
 from schema.db import make_engine, session_factory
+from tests.conftest import REDIS_SERVER
 from tests.test_cli import free_port
 
 CHROMIUM = "/usr/bin/chromium"
@@ -39,7 +40,7 @@ def site(fresh_mysql_url, redis_server, key_prefix, tmp_path):
     settings = load_settings(
         environ={
             "DATABASE_URL": fresh_mysql_url,
-            "REDIS_URL": "redis://127.0.0.1:6379/0",
+            "REDIS_URL": REDIS_SERVER,
             "ASTERBILL_KEY_PREFIX": key_prefix,
             "ASTERBILL_SECRET_KEY": "browser-test-secret",
             "ASTERBILL_DATA_DIR": str(tmp_path),
