@@ -9,23 +9,35 @@ scope and 403 for a visible row the user may not change; bulk actions go through
 
 from __future__ import annotations
 
+import logging
 import secrets
 
-from flask import abort, current_app, redirect, request, url_for
+from flask import abort, current_app, flash, redirect, request, url_for
 from flask_admin import AdminIndexView, expose
 from flask_admin.contrib.sqla import ModelView
+from flask_admin.contrib.sqla.validators import Unique
 from flask_admin.form import FileUploadField
-from flask_admin.model.template import LinkRowAction
+from flask_admin.model.template import (
+    BaseListRowAction,
+    DeleteRowAction,
+    EditRowAction,
+    LinkRowAction,
+)
+from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from markupsafe import escape
 from sqlalchemy import inspect, select
+from sqlalchemy.exc import IntegrityError
 from wtforms import PasswordField, SelectField
+from wtforms.fields.core import UnboundField
 from wtforms.validators import Optional, ValidationError
 
-from admin import scope
+from admin import display, scope
+from admin.columns import RoleColumns
 from admin.extensions import db
+from ops.errors import InvalidInput
 from rating import ratefiles
 from rating.money import format_micros, stored_micros
 from rating.store import Target, sync_scope
@@ -42,6 +54,9 @@ from schema import (
 )
 
 READ_ONLY_ENDPOINT_SUFFIXES = (".details_view", ".index_view", ".export")
+log = logging.getLogger("asterbill.admin")
+# One answer for a name or number that is taken, whoever holds it: it names no other row.
+TAKEN = _l("Not available: please choose another.")
 
 
 def money(view, context, model, name):
@@ -50,6 +65,36 @@ def money(view, context, model, name):
         return ""
     decimals = current_app.config["ASTERBILL_DISPLAY_DECIMALS"]
     return format_micros(stored_micros(value), decimals)
+
+
+def exact(view, context, model, name):
+    """A rate or connect charge, with every decimal it has (0.085 stays 0.085)."""
+    return display.exact_text(getattr(model, name))
+
+
+def available(view, context, model, name):
+    return display.money_text(display.available(model))
+
+
+class OnlyWhere(BaseListRowAction):
+    """A row icon shown only on the rows where `allowed(row)` holds (edit and delete only
+    where the user may change the row, credit only where the user may operate)."""
+
+    def __init__(self, inner: BaseListRowAction, allowed) -> None:
+        super().__init__(inner.title)
+        self.inner, self.allowed = inner, allowed
+
+    def render(self, context, row_id, row):
+        return self.inner.render(context, row_id, row) if self.allowed(row) else ""
+
+
+def credit_action(level: str) -> OnlyWhere:
+    from admin.credit_page import may_operate
+
+    return OnlyWhere(
+        LinkRowAction("fa fa-money", f"/admin/credit/{level}/{{row_id}}", title=_l("Credit")),
+        lambda row: may_operate(current_user, level, row),
+    )
 
 
 class Home(AdminIndexView):
@@ -76,7 +121,7 @@ class SecureForm(FlaskForm):
             super().__init__(formdata=formdata, obj=obj, prefix=prefix, **kwargs)
 
 
-class ScopedView(ModelView):
+class ScopedView(RoleColumns, ModelView):
     """A model view whose rows, forms and actions follow `admin.scope` for the user."""
 
     view_key = ""  # key of admin.scope.VIEWS
@@ -142,6 +187,42 @@ class ScopedView(ModelView):
     def fill_scope(self, model, is_created) -> None:
         """Set the owner columns the user may not choose (e.g. a reseller's own id)."""
 
+    # -- what the list shows and says ------------------------------------------------------
+    def get_list_row_actions(self):
+        def writable(row) -> bool:
+            return scope.writable(row, current_user)
+
+        return [
+            OnlyWhere(a, writable) if isinstance(a, (EditRowAction, DeleteRowAction)) else a
+            for a in super().get_list_row_actions()
+        ]
+
+    def scaffold_form(self):
+        form_class = super().scaffold_form()
+        for name in dir(form_class):
+            field = getattr(form_class, name)
+            if isinstance(field, UnboundField):
+                for validator in field.kwargs.get("validators") or ():
+                    if isinstance(validator, Unique):
+                        validator.message = TAKEN
+        return form_class
+
+    def handle_view_exception(self, exc: Exception) -> bool:
+        """A plain message for people; the statement and its parameters go to the log only."""
+        if isinstance(exc, ValidationError):
+            return super().handle_view_exception(exc)
+        if isinstance(exc, InvalidInput):
+            flash(str(exc), "error")
+            return True
+        if current_app.config.get("FLASK_ADMIN_RAISE_ON_VIEW_EXCEPTION"):
+            raise exc
+        log.error("%s failed for %s", request.endpoint, current_user.name, exc_info=exc)
+        if isinstance(exc, IntegrityError):
+            flash(_("Not saved: a name or number is not available, or the row is in use."), "error")
+        else:
+            flash(_("Not saved: the server could not do this; details are in its log."), "error")
+        return True
+
 
 def group_choices():
     return db.session.scalars(
@@ -201,15 +282,23 @@ class AccountView(ScopedView):
 
 class ResellerView(ScopedView):
     view_key = "resellers"
-    column_list = ("name", "limit_type", "creditlimit", "curcredit", "multiple", "allow_callback")
-    column_formatters = {"creditlimit": money, "curcredit": money}
+    column_list = (
+        "name",
+        "limit_type",
+        "creditlimit",
+        "curcredit",
+        "available",
+        "multiple",
+        "allow_callback",
+    )
+    column_formatters = {"creditlimit": money, "curcredit": money, "available": available}
     form_columns = ("name", "accountcode", "multiple", "allow_callback")
 
     def after_model_change(self, form, model, is_created):
         for group in model.groups:  # the multiple reaches every booth's billing at once
             _provision_group(group)
 
-    column_extra_row_actions = [LinkRowAction("fa fa-money", "/admin/credit/reseller/{row_id}")]
+    column_extra_row_actions = [credit_action("reseller")]
 
 
 LOGO_MAX_BYTES = 512 * 1024
@@ -242,7 +331,7 @@ def logo_name(model, file_data) -> str:
 
 class GroupView(ScopedView):
     view_key = "groups"
-    column_extra_row_actions = [LinkRowAction("fa fa-money", "/admin/credit/group/{row_id}")]
+    column_extra_row_actions = [credit_action("group")]
     column_list = (
         "name",
         "title",
@@ -250,11 +339,12 @@ class GroupView(ScopedView):
         "limit_type",
         "creditlimit",
         "curcredit",
+        "available",
         "customer_multiple",
         "group_multiple",
         "allow_callback",
     )
-    column_formatters = {"creditlimit": money, "curcredit": money}
+    column_formatters = {"creditlimit": money, "curcredit": money, "available": available}
     column_searchable_list = ("name", "title")
     form_columns = (
         "name",
@@ -310,7 +400,7 @@ class GroupView(ScopedView):
 
 class ClidView(ScopedView):
     view_key = "clids"
-    column_extra_row_actions = [LinkRowAction("fa fa-money", "/admin/credit/clid/{row_id}")]
+    column_extra_row_actions = [credit_action("clid")]
     column_list = (
         "clid",
         "display",
@@ -319,6 +409,7 @@ class ClidView(ScopedView):
         "limit_type",
         "creditlimit",
         "curcredit",
+        "available",
         "deposit",
         "locked",
         "shown",
@@ -326,6 +417,7 @@ class ClidView(ScopedView):
     column_formatters = {
         "creditlimit": money,
         "curcredit": money,
+        "available": available,
         "deposit": money,
         "display": lambda v, c, m, n: escape(m.display),
     }
@@ -372,7 +464,7 @@ RATE_COLUMNS = (*ratefiles.FIELDS, "reseller_id", "group_id")  # a rate row and 
 class RateView(ScopedView):
     table = ""
     column_list = form_columns = RATE_COLUMNS
-    column_formatters = {"connectcharge": money, "rateinitial": money}
+    column_formatters = {"connectcharge": exact, "rateinitial": exact}
     column_searchable_list = ("dialprefix", "destination")
     column_filters = ("reseller_id", "group_id", "dialprefix")
 
@@ -467,16 +559,9 @@ class CdrView(ScopedView):
     )
     column_formatters = dict.fromkeys(PRICES, price)
     column_formatters_export = dict.fromkeys(PRICES, price)
+    # Which prices (and rate rows) a role sees: admin.columns, for lists, details, sorting,
+    # filters, search and export alike (the formatters blank them as well).
     column_details_list = [c.key for c in Cdr.__table__.columns]
-
-    def render(self, template, **kwargs):
-        # The columns are shared by every request; which prices show is per user, so they
-        # are filtered here, per render (and blanked by the formatters as well).
-        hidden = set(PRICES) - set(scope.price_columns(current_user))
-        for key in ("list_columns", "details_columns"):
-            if key in kwargs:
-                kwargs[key] = [c for c in kwargs[key] if c[0] not in hidden]
-        return super().render(template, **kwargs)
 
 
 class CreditHistoryView(ScopedView):

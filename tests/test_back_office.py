@@ -160,7 +160,7 @@ VIEWS = [
 ]
 OPENS = {
     "root": set(VIEWS),
-    "resA": set(VIEWS) - {"resellers"},
+    "resA": set(VIEWS),  # its own reseller row, read-only
     "gaA1": {
         "accounts",
         "groups",
@@ -170,7 +170,7 @@ OPENS = {
         "cdrs",
         "credit_history",
     },
-    "opA1": {"customer_rates", "cdrs"},
+    "opA1": {"customer_rates", "cdrs", "clids"},  # its shop's booths, for the counter
 }
 
 
@@ -375,9 +375,11 @@ def test_a_charge_needs_confirming_and_applies_once(office):
         assert history.amount == Decimal("12.5") and history.account_id is not None
         assert s.get(Clid, ids["clidA1"]).curcredit == Decimal("-12.5")
     assert credit.level(ids["resellerA"], "clid", ids["clidA1"]).used == -12_500_000
-    # another reseller's booth, and an operator: refused
+    # another reseller's booth; an operator on another shop's booth, or on its shop: refused
     assert client.get(f"/admin/credit/clid/{ids['clidB1']}").status_code == 404
-    assert login(app, "opA1").get(url).status_code == 403
+    operator = login(app, "opA1")
+    assert operator.get(f"/admin/credit/clid/{ids['clidA2']}").status_code == 404
+    assert operator.get(f"/admin/credit/group/{ids['groupA1']}").status_code == 403
 
 
 def test_failed_logins_are_limited(office):
