@@ -152,7 +152,8 @@ class CreditPage(BaseView):
         if result.replayed:
             flash(_("This operation was already done; nothing changed."), "info")
         else:
-            db.session.refresh(row)  # the credit service changed it in its own transaction
+            db.session.rollback()  # a new snapshot: the credit service committed in its own
+            db.session.refresh(row)
             flash(
                 _(
                     "%(operation)s: done. Credit used %(before)s -> %(after)s, "

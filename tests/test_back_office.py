@@ -183,6 +183,113 @@ def test_each_role_opens_only_its_views(office, user):
         assert status == (200 if view in OPENS[user] else 403), (user, view, status)
 
 
+TABLES = {
+    "accounts": "accounts",
+    "resellers": "resellers",
+    "groups": "account_groups",
+    "clids": "clids",
+    "customer_rates": "customer_rates",
+    "callshop_rates": "callshop_rates",
+    "reseller_rates": "reseller_rates",
+    "cdrs": "cdrs",
+    "credit_history": "credit_history",
+}
+# What each role must never see, sort, filter, search or export by (DESIGN.md section 2: each
+# level sees the prices from its own level down; nobody sees a password hash).
+SHOP_HIDES = {"reseller_credit", "reseller_rate_id", "rate_memo"}
+HIDDEN = {
+    "root": {"accounts": {"password_hash"}},
+    "resA": {"accounts": {"password_hash"}},
+    "gaA1": {
+        "accounts": {"password_hash"},
+        "groups": {"credit_reseller"},
+        "clids": {"credit_reseller"},
+        "cdrs": SHOP_HIDES,
+    },
+    "opA1": {
+        "clids": {"pin", "credit_group", "credit_reseller"},
+        "cdrs": SHOP_HIDES | {"callshop_credit", "callshop_rate_id"},
+    },
+}
+
+
+def label(column: str) -> str:
+    return column.replace("_", " ").title()  # Flask-Admin's column header
+
+
+class SqlSeen:
+    """The statements the app sends to the database (the real ones, as the server gets them)."""
+
+    def __init__(self, app):
+        from sqlalchemy import event
+
+        from admin.extensions import db
+
+        with app.app_context():
+            self.engine = db.engine
+        self.statements: list[str] = []
+        self._event = event
+        event.listen(self.engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, conn, cursor, statement, parameters, context, executemany):
+        self.statements.append(" ".join(statement.split()))
+
+    def clauses(self) -> str:
+        """What the statements filter and order by (what they select comes before FROM)."""
+        return "\n".join(s[s.find(" FROM ") :] for s in self.statements if " FROM " in s)
+
+    def close(self):
+        self._event.remove(self.engine, "before_cursor_execute", self._seen)
+
+
+@pytest.mark.parametrize("user", list(HIDDEN))
+def test_the_role_matrix_lists_details_sorting_filters_and_exports(office, user):
+    """Every view a role opens: no hidden column in its list, details or export, and no
+    request (a header link, any sort index, a filter or a search) makes the database sort or
+    filter by one. The header links sort by the column they are on."""
+    app, *_ = office
+    client = login(app, user)
+    seen = SqlSeen(app)
+    try:
+        for view in sorted(OPENS[user]):
+            table, hidden = TABLES[view], HIDDEN[user].get(view, set())
+            page = listed(client, view)
+            assert "scrypt" not in page, (user, view)
+            for column in hidden:
+                assert f">{label(column)}<" not in page.replace("\n", "").replace(" <", "<")
+            # each header link sorts by its own column
+            for column, url in re.findall(
+                r'<th class="column-header col-([\w-]+)">\s*<a href="([^"]+)"', page
+            ):
+                seen.statements.clear()
+                assert client.get(url.replace("&amp;", "&")).status_code == 200
+                assert f"ORDER BY {table}.{column}" in seen.clauses(), (user, view, column)
+            # any sort index, a filter or a search by a hidden column: never used
+            seen.statements.clear()
+            probes = [f"?sort={i}&desc=1" for i in range(25)]
+            probes += [f"?flt0_{c}_equals=1&flt1_{c}_greater_than=1" for c in hidden]
+            probes += ["?search=0.3", "?page=0&sort=99"]
+            for probe in probes:
+                assert client.get(f"/admin/{view}/{probe}").status_code == 200
+                if view == "cdrs":
+                    export = client.get(f"/admin/{view}/export/csv/{probe}")
+                    header = export.get_data(as_text=True).splitlines()[0]
+                    assert not {label(c) for c in hidden} & set(header.split(",")), header
+            clauses = seen.clauses()
+            for column in hidden:
+                assert f"{table}.{column}" not in clauses, (user, view, column)
+            # the details of a row it sees
+            row_id = re.search(r"/details/\?id=(\d+)", page)
+            if row_id:
+                details = client.get(f"/admin/{view}/details/?id={row_id.group(1)}")
+                text = details.get_data(as_text=True)
+                assert details.status_code == 200 and "scrypt" not in text, (user, view)
+                for column in hidden:
+                    assert f"<b>{label(column)}</b>" not in text, (user, view, column)
+    finally:
+        seen.close()
+
+
 def test_nobody_logged_in_is_sent_to_the_login(office):
     app, *_ = office
     reply = app.test_client().get("/admin/clids/")
