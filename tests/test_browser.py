@@ -101,7 +101,7 @@ def test_an_admin_creates_a_booth_charges_it_and_imports_rates(site, tmp_path):
         page.click("button:has-text('Review')")
         expect(page.locator(".alert-warning")).to_contain_text("Please confirm")
         page.click("button:has-text('Confirm')")
-        expect(page.locator(".alert-success")).to_contain_text("Credit used 0.000000 -> -20")
+        expect(page.locator(".alert-success")).to_contain_text("Credit used 0.00 -> -20.00")
 
         # a rate deck: preview and dry run, then import
         page.goto(f"{url}/admin/rate_import/")
