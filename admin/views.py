@@ -76,6 +76,19 @@ def available(view, context, model, name):
     return display.money_text(display.available(model))
 
 
+# Lifetime totals of the three prices of a level's calls (which of them a role sees: columns.py)
+TOTALS = dict.fromkeys(("credit_clid", "credit_group", "credit_reseller"), money)
+
+
+class WithAvailable:
+    """Details of a credit level: the credit available right after the credit used."""
+
+    def get_details_columns(self):
+        columns = super().get_details_columns()
+        at = next((i + 1 for i, (c, _) in enumerate(columns) if c == "curcredit"), len(columns))
+        return [*columns[:at], ("available", self.get_column_name("available")), *columns[at:]]
+
+
 class OnlyWhere(BaseListRowAction):
     """A row icon shown only on the rows where `allowed(row)` holds (edit and delete only
     where the user may change the row, credit only where the user may operate)."""
@@ -280,7 +293,7 @@ class AccountView(ScopedView):
             model.reseller = model.group.reseller
 
 
-class ResellerView(ScopedView):
+class ResellerView(WithAvailable, ScopedView):
     view_key = "resellers"
     column_list = (
         "name",
@@ -291,7 +304,12 @@ class ResellerView(ScopedView):
         "multiple",
         "allow_callback",
     )
-    column_formatters = {"creditlimit": money, "curcredit": money, "available": available}
+    column_formatters = {
+        "creditlimit": money,
+        "curcredit": money,
+        "available": available,
+        **TOTALS,
+    }
     form_columns = ("name", "accountcode", "multiple", "allow_callback")
 
     def after_model_change(self, form, model, is_created):
@@ -329,7 +347,7 @@ def logo_name(model, file_data) -> str:
     return f"{secrets.token_hex(12)}.{extension}"
 
 
-class GroupView(ScopedView):
+class GroupView(WithAvailable, ScopedView):
     view_key = "groups"
     column_extra_row_actions = [credit_action("group")]
     column_list = (
@@ -344,7 +362,12 @@ class GroupView(ScopedView):
         "group_multiple",
         "allow_callback",
     )
-    column_formatters = {"creditlimit": money, "curcredit": money, "available": available}
+    column_formatters = {
+        "creditlimit": money,
+        "curcredit": money,
+        "available": available,
+        **TOTALS,
+    }
     column_searchable_list = ("name", "title")
     form_columns = (
         "name",
@@ -398,7 +421,7 @@ class GroupView(ScopedView):
         _provision_group(model)
 
 
-class ClidView(ScopedView):
+class ClidView(WithAvailable, ScopedView):
     view_key = "clids"
     column_extra_row_actions = [credit_action("clid")]
     column_list = (
@@ -418,6 +441,7 @@ class ClidView(ScopedView):
         "creditlimit": money,
         "curcredit": money,
         "available": available,
+        **TOTALS,
         "deposit": money,
         "display": lambda v, c, m, n: escape(m.display),
     }

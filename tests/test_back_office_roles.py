@@ -155,7 +155,10 @@ def test_a_reseller_sees_its_own_account_and_balance_read_only(office):
     assert "reseller-A" in page and "reseller-B" not in page
     assert "69.50" in page and "Available" in page  # next to credit used
     assert "/admin/resellers/edit/" not in page and "/admin/credit/reseller/" not in page
-    assert client.get(f"/admin/resellers/details/?id={ids['resellerA']}").status_code == 200
+    details = client.get(f"/admin/resellers/details/?id={ids['resellerA']}")
+    text = details.get_data(as_text=True)
+    assert details.status_code == 200 and "<b>Available</b>" in text and "69.50" in text
+    assert "30.500000" not in text and "0.00" in text  # totals too, to the display decimals
     assert client.get(f"/admin/resellers/details/?id={ids['resellerB']}").status_code == 404
     assert client.get(f"/admin/resellers/edit/?id={ids['resellerA']}").status_code in (302, 403)
     assert client.get(f"/admin/credit/reseller/{ids['resellerA']}").status_code == 403
