@@ -9,35 +9,31 @@ scope and 403 for a visible row the user may not change; bulk actions go through
 
 from __future__ import annotations
 
-import logging
 import secrets
 
-from flask import abort, current_app, flash, redirect, request, url_for
+from flask import abort, current_app, redirect, request, url_for
 from flask_admin import AdminIndexView, expose
 from flask_admin.contrib.sqla import ModelView
-from flask_admin.contrib.sqla.validators import Unique
 from flask_admin.form import FileUploadField
-from flask_admin.model.template import (
-    BaseListRowAction,
-    DeleteRowAction,
-    EditRowAction,
-    LinkRowAction,
-)
-from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from markupsafe import escape
 from sqlalchemy import inspect, select
-from sqlalchemy.exc import IntegrityError
 from wtforms import PasswordField, SelectField
-from wtforms.fields.core import UnboundField
 from wtforms.validators import Optional, ValidationError
 
-from admin import display, scope
+from admin import scope
 from admin.columns import RoleColumns
 from admin.extensions import db
-from ops.errors import InvalidInput
+from admin.view_parts import (
+    PlainMessages,
+    RowIcons,
+    WithAvailable,
+    available,
+    credit_action,
+    exact,
+)
 from rating import ratefiles
 from rating.money import format_micros, stored_micros
 from rating.store import Target, sync_scope
@@ -54,9 +50,6 @@ from schema import (
 )
 
 READ_ONLY_ENDPOINT_SUFFIXES = (".details_view", ".index_view", ".export")
-log = logging.getLogger("asterbill.admin")
-# One answer for a name or number that is taken, whoever holds it: it names no other row.
-TAKEN = _l("Not available: please choose another.")
 
 
 def money(view, context, model, name):
@@ -67,47 +60,8 @@ def money(view, context, model, name):
     return format_micros(stored_micros(value), decimals)
 
 
-def exact(view, context, model, name):
-    """A rate or connect charge, with every decimal it has (0.085 stays 0.085)."""
-    return display.exact_text(getattr(model, name))
-
-
-def available(view, context, model, name):
-    return display.money_text(display.available(model))
-
-
 # Lifetime totals of the three prices of a level's calls (which of them a role sees: columns.py)
 TOTALS = dict.fromkeys(("credit_clid", "credit_group", "credit_reseller"), money)
-
-
-class WithAvailable:
-    """Details of a credit level: the credit available right after the credit used."""
-
-    def get_details_columns(self):
-        columns = super().get_details_columns()
-        at = next((i + 1 for i, (c, _) in enumerate(columns) if c == "curcredit"), len(columns))
-        return [*columns[:at], ("available", self.get_column_name("available")), *columns[at:]]
-
-
-class OnlyWhere(BaseListRowAction):
-    """A row icon shown only on the rows where `allowed(row)` holds (edit and delete only
-    where the user may change the row, credit only where the user may operate)."""
-
-    def __init__(self, inner: BaseListRowAction, allowed) -> None:
-        super().__init__(inner.title)
-        self.inner, self.allowed = inner, allowed
-
-    def render(self, context, row_id, row):
-        return self.inner.render(context, row_id, row) if self.allowed(row) else ""
-
-
-def credit_action(level: str) -> OnlyWhere:
-    from admin.credit_page import may_operate
-
-    return OnlyWhere(
-        LinkRowAction("fa fa-money", f"/admin/credit/{level}/{{row_id}}", title=_l("Credit")),
-        lambda row: may_operate(current_user, level, row),
-    )
 
 
 class Home(AdminIndexView):
@@ -134,7 +88,7 @@ class SecureForm(FlaskForm):
             super().__init__(formdata=formdata, obj=obj, prefix=prefix, **kwargs)
 
 
-class ScopedView(RoleColumns, ModelView):
+class ScopedView(RoleColumns, RowIcons, PlainMessages, ModelView):
     """A model view whose rows, forms and actions follow `admin.scope` for the user."""
 
     view_key = ""  # key of admin.scope.VIEWS
@@ -199,42 +153,6 @@ class ScopedView(RoleColumns, ModelView):
 
     def fill_scope(self, model, is_created) -> None:
         """Set the owner columns the user may not choose (e.g. a reseller's own id)."""
-
-    # -- what the list shows and says ------------------------------------------------------
-    def get_list_row_actions(self):
-        def writable(row) -> bool:
-            return scope.writable(row, current_user)
-
-        return [
-            OnlyWhere(a, writable) if isinstance(a, (EditRowAction, DeleteRowAction)) else a
-            for a in super().get_list_row_actions()
-        ]
-
-    def scaffold_form(self):
-        form_class = super().scaffold_form()
-        for name in dir(form_class):
-            field = getattr(form_class, name)
-            if isinstance(field, UnboundField):
-                for validator in field.kwargs.get("validators") or ():
-                    if isinstance(validator, Unique):
-                        validator.message = TAKEN
-        return form_class
-
-    def handle_view_exception(self, exc: Exception) -> bool:
-        """A plain message for people; the statement and its parameters go to the log only."""
-        if isinstance(exc, ValidationError):
-            return super().handle_view_exception(exc)
-        if isinstance(exc, InvalidInput):
-            flash(str(exc), "error")
-            return True
-        if current_app.config.get("FLASK_ADMIN_RAISE_ON_VIEW_EXCEPTION"):
-            raise exc
-        log.error("%s failed for %s", request.endpoint, current_user.name, exc_info=exc)
-        if isinstance(exc, IntegrityError):
-            flash(_("Not saved: a name or number is not available, or the row is in use."), "error")
-        else:
-            flash(_("Not saved: the server could not do this; details are in its log."), "error")
-        return True
 
 
 def group_choices():
