@@ -123,6 +123,7 @@ def start_session(user: User) -> None:
     """A new session for a user who just proved who they are: nothing of the session before
     (its CSRF token included) survives."""
     session.clear()
+    session.permanent = True  # PERMANENT_SESSION_LIFETIME applies from the first reply
     login_user(user)
 
 

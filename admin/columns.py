@@ -26,10 +26,11 @@ SHOP_MANAGERS = ("admin", "reseller", "groupadmin")
 # price is the shop's revenue, the callshop price the shop's cost and the reseller's revenue,
 # the reseller price the reseller's cost. Each role sees the prices down from its own level.
 RESTRICTED = {
-    Account: {"password_hash": ()},  # nobody, ever
+    Account: {"password_hash": (), "session_version": ()},  # nobody, ever; internal
     Reseller: {},
     AccountGroup: {"credit_reseller": STAFF_ABOVE_SHOP},
     Clid: {
+        "session_version": (),
         "pin": SHOP_MANAGERS,
         "credit_group": SHOP_MANAGERS,
         "credit_reseller": STAFF_ABOVE_SHOP,

@@ -197,17 +197,18 @@ TABLES = {
 # What each role must never see, sort, filter, search or export by (DESIGN.md section 2: each
 # level sees the prices from its own level down; nobody sees a password hash).
 SHOP_HIDES = {"reseller_credit", "reseller_rate_id", "rate_memo"}
+SECRET = {"password_hash", "session_version"}
 HIDDEN = {
-    "root": {"accounts": {"password_hash"}},
-    "resA": {"accounts": {"password_hash"}},
+    "root": {"accounts": SECRET, "clids": {"session_version"}},
+    "resA": {"accounts": SECRET, "clids": {"session_version"}},
     "gaA1": {
-        "accounts": {"password_hash"},
+        "accounts": SECRET,
         "groups": {"credit_reseller"},
-        "clids": {"credit_reseller"},
+        "clids": {"credit_reseller", "session_version"},
         "cdrs": SHOP_HIDES,
     },
     "opA1": {
-        "clids": {"pin", "credit_group", "credit_reseller"},
+        "clids": {"pin", "credit_group", "credit_reseller", "session_version"},
         "cdrs": SHOP_HIDES | {"callshop_credit", "callshop_rate_id"},
     },
 }

@@ -175,6 +175,7 @@ def test_secure_cookies_by_setting(office, fresh_mysql_url, key_prefix, tmp_path
     secure = create_app(load_settings(environ=env, env_file=None))
     reply = attempt(secure, "resA", PASSWORD)
     assert reply.status_code == 302 and "Secure" in reply.headers["Set-Cookie"]
+    assert "Expires" in reply.headers["Set-Cookie"]  # the 8-hour session from the first reply
     plain = attempt(office[0], "resA", PASSWORD)
     assert "Secure" not in plain.headers["Set-Cookie"]
     with pytest.raises(SettingsError, match="ASTERBILL_SECURE_COOKIES"):
