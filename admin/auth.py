@@ -36,7 +36,7 @@ from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
 from admin.extensions import db
-from admin.login_limits import WINDOW_S, LoginLimiter, booth_number
+from admin.login_limits import WINDOW_S, LoginLimiter, booth_number, login_name
 from schema import Account, Clid
 
 # Checked when there is no real hash to check (unknown name, disabled account), so every
@@ -195,7 +195,7 @@ def login():
             return real and matches
 
         def find(name: str) -> Account | None:
-            return db.session.scalar(select(Account).where(Account.username == name))
+            return db.session.scalar(select(Account).where(Account.username == login_name(name)))
 
         done = _log_in(
             form, "staff", find, check, User.of_account, next_url or url_for("admin.index")

@@ -43,6 +43,11 @@ def canonical_name(raw: str) -> str:
     return text.casefold()
 
 
+def login_name(raw: str) -> str:
+    """A back-office name as typed, in its compatibility form (full-width letters as ASCII)."""
+    return unicodedata.normalize("NFKC", raw).strip()
+
+
 def booth_number(raw: str) -> str:
     """A booth / extension number as typed on the portal, with ASCII digits only."""
     return ascii_digits(unicodedata.normalize("NFKC", raw).strip())

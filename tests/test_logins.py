@@ -45,6 +45,8 @@ def test_name_variants_the_database_treats_as_equal_share_one_failure_count(offi
     for variant in ("OPA1", "Opa1", "\u00f3pA1", "\uff4fpA1"):  # ó, full-width o
         reply = attempt(app, variant, PASSWORD, address="10.9.9.9")
         assert reply.status_code == 200 and LOCKED in reply.get_data(as_text=True), variant
+    # and a name typed in full-width letters finds its account
+    assert attempt(app, "\uff52\uff45\uff53\uff21", PASSWORD).status_code == 302  # ｒｅｓＡ
 
 
 def test_booth_numbers_are_read_in_ascii_digits_before_counting_and_looking_up(office):
