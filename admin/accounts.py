@@ -43,8 +43,10 @@ def create_account(
 
 
 def set_password(account: Account, password: str) -> None:
+    """A new password; every session of the account ends (a copied cookie stops working)."""
     _check_password(password)
     account.password_hash = generate_password_hash(password)
+    account.session_version = (account.session_version or 0) + 1
 
 
 def _check_password(password: str) -> None:

@@ -16,7 +16,7 @@ from flask_admin.theme import Bootstrap4Theme
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
-from admin import auth, credit_page, portal, rate_import, views
+from admin import auth, credit_page, password_page, portal, rate_import, views
 from admin.extensions import babel, csrf, db
 from lua.credit import CreditEngine
 from lua.keys import Keys
@@ -40,6 +40,8 @@ def create_app(settings: Settings) -> Flask:
         PERMANENT_SESSION_LIFETIME=timedelta(hours=8),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
+        REMEMBER_COOKIE_SECURE=settings.secure_cookies,
         WTF_CSRF_TIME_LIMIT=8 * 3600,
         MAX_CONTENT_LENGTH=32 * 1024 * 1024,  # rate decks
         ASTERBILL_KEY_PREFIX=settings.key_prefix,
@@ -56,6 +58,11 @@ def create_app(settings: Settings) -> Flask:
     app.extensions["asterbill_credit"] = CreditEngine(client, keys)
     app.extensions["asterbill_book"] = RedisRateBook(client, keys)
 
+    if settings.trusted_proxies:  # the client's address and scheme as the proxies saw them
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
     for folder in ("ASTERBILL_UPLOADS", "ASTERBILL_LOGOS"):
         Path(app.config[folder]).mkdir(parents=True, exist_ok=True)
     db.init_app(app)
@@ -73,6 +80,7 @@ def create_app(settings: Settings) -> Flask:
     )
     views.register(back_office)
     back_office.add_view(credit_page.CreditPage(name="Credit", endpoint="credit"))
+    back_office.add_view(password_page.PasswordPage(name=_l("Password"), endpoint="password"))
     back_office.add_view(
         rate_import.RateImportPage(
             name=_l("Import / export"), endpoint="rate_import", category=_l("Rates")

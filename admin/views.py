@@ -15,7 +15,6 @@ from flask import abort, current_app, redirect, request, url_for
 from flask_admin import AdminIndexView, expose
 from flask_admin.contrib.sqla import ModelView
 from flask_admin.form import FileUploadField
-from flask_admin.model.template import LinkRowAction
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
@@ -25,7 +24,16 @@ from wtforms import PasswordField, SelectField
 from wtforms.validators import Optional, ValidationError
 
 from admin import scope
+from admin.columns import RoleColumns
 from admin.extensions import db
+from admin.view_parts import (
+    PlainMessages,
+    RowIcons,
+    WithAvailable,
+    available,
+    credit_action,
+    exact,
+)
 from rating import ratefiles
 from rating.money import format_micros, stored_micros
 from rating.store import Target, sync_scope
@@ -52,6 +60,10 @@ def money(view, context, model, name):
     return format_micros(stored_micros(value), decimals)
 
 
+# Lifetime totals of the three prices of a level's calls (which of them a role sees: columns.py)
+TOTALS = dict.fromkeys(("credit_clid", "credit_group", "credit_reseller"), money)
+
+
 class Home(AdminIndexView):
     def is_accessible(self) -> bool:
         return current_user.is_authenticated and current_user.role != "clid"
@@ -76,7 +88,7 @@ class SecureForm(FlaskForm):
             super().__init__(formdata=formdata, obj=obj, prefix=prefix, **kwargs)
 
 
-class ScopedView(ModelView):
+class ScopedView(RoleColumns, RowIcons, PlainMessages, ModelView):
     """A model view whose rows, forms and actions follow `admin.scope` for the user."""
 
     view_key = ""  # key of admin.scope.VIEWS
@@ -199,17 +211,30 @@ class AccountView(ScopedView):
             model.reseller = model.group.reseller
 
 
-class ResellerView(ScopedView):
+class ResellerView(WithAvailable, ScopedView):
     view_key = "resellers"
-    column_list = ("name", "limit_type", "creditlimit", "curcredit", "multiple", "allow_callback")
-    column_formatters = {"creditlimit": money, "curcredit": money}
+    column_list = (
+        "name",
+        "limit_type",
+        "creditlimit",
+        "curcredit",
+        "available",
+        "multiple",
+        "allow_callback",
+    )
+    column_formatters = {
+        "creditlimit": money,
+        "curcredit": money,
+        "available": available,
+        **TOTALS,
+    }
     form_columns = ("name", "accountcode", "multiple", "allow_callback")
 
     def after_model_change(self, form, model, is_created):
         for group in model.groups:  # the multiple reaches every booth's billing at once
             _provision_group(group)
 
-    column_extra_row_actions = [LinkRowAction("fa fa-money", "/admin/credit/reseller/{row_id}")]
+    column_extra_row_actions = [credit_action("reseller")]
 
 
 LOGO_MAX_BYTES = 512 * 1024
@@ -240,9 +265,9 @@ def logo_name(model, file_data) -> str:
     return f"{secrets.token_hex(12)}.{extension}"
 
 
-class GroupView(ScopedView):
+class GroupView(WithAvailable, ScopedView):
     view_key = "groups"
-    column_extra_row_actions = [LinkRowAction("fa fa-money", "/admin/credit/group/{row_id}")]
+    column_extra_row_actions = [credit_action("group")]
     column_list = (
         "name",
         "title",
@@ -250,11 +275,17 @@ class GroupView(ScopedView):
         "limit_type",
         "creditlimit",
         "curcredit",
+        "available",
         "customer_multiple",
         "group_multiple",
         "allow_callback",
     )
-    column_formatters = {"creditlimit": money, "curcredit": money}
+    column_formatters = {
+        "creditlimit": money,
+        "curcredit": money,
+        "available": available,
+        **TOTALS,
+    }
     column_searchable_list = ("name", "title")
     form_columns = (
         "name",
@@ -308,9 +339,9 @@ class GroupView(ScopedView):
         _provision_group(model)
 
 
-class ClidView(ScopedView):
+class ClidView(WithAvailable, ScopedView):
     view_key = "clids"
-    column_extra_row_actions = [LinkRowAction("fa fa-money", "/admin/credit/clid/{row_id}")]
+    column_extra_row_actions = [credit_action("clid")]
     column_list = (
         "clid",
         "display",
@@ -319,6 +350,7 @@ class ClidView(ScopedView):
         "limit_type",
         "creditlimit",
         "curcredit",
+        "available",
         "deposit",
         "locked",
         "shown",
@@ -326,6 +358,8 @@ class ClidView(ScopedView):
     column_formatters = {
         "creditlimit": money,
         "curcredit": money,
+        "available": available,
+        **TOTALS,
         "deposit": money,
         "display": lambda v, c, m, n: escape(m.display),
     }
@@ -372,7 +406,7 @@ RATE_COLUMNS = (*ratefiles.FIELDS, "reseller_id", "group_id")  # a rate row and 
 class RateView(ScopedView):
     table = ""
     column_list = form_columns = RATE_COLUMNS
-    column_formatters = {"connectcharge": money, "rateinitial": money}
+    column_formatters = {"connectcharge": exact, "rateinitial": exact}
     column_searchable_list = ("dialprefix", "destination")
     column_filters = ("reseller_id", "group_id", "dialprefix")
 
@@ -467,16 +501,9 @@ class CdrView(ScopedView):
     )
     column_formatters = dict.fromkeys(PRICES, price)
     column_formatters_export = dict.fromkeys(PRICES, price)
+    # Which prices (and rate rows) a role sees: admin.columns, for lists, details, sorting,
+    # filters, search and export alike (the formatters blank them as well).
     column_details_list = [c.key for c in Cdr.__table__.columns]
-
-    def render(self, template, **kwargs):
-        # The columns are shared by every request; which prices show is per user, so they
-        # are filtered here, per render (and blanked by the formatters as well).
-        hidden = set(PRICES) - set(scope.price_columns(current_user))
-        for key in ("list_columns", "details_columns"):
-            if key in kwargs:
-                kwargs[key] = [c for c in kwargs[key] if c[0] not in hidden]
-        return super().render(template, **kwargs)
 
 
 class CreditHistoryView(ScopedView):

@@ -64,6 +64,8 @@ class Settings:
     secret_key: str
     log_level: str
     credit_failure: str = "terminate"
+    secure_cookies: bool = False  # session cookies only over HTTPS (set it behind TLS)
+    trusted_proxies: int = 0  # reverse proxies whose X-Forwarded-* headers are believed
 
     def describe(self) -> dict[str, str]:
         """The settings as text, with secrets masked (for `asterbill settings` and logs)."""
@@ -141,7 +143,18 @@ def _parse(env: Mapping[str, str]) -> Settings:
         credit_failure=_choice(
             env, "ASTERBILL_CREDIT_FAILURE", "terminate", CREDIT_FAILURE_POLICIES
         ),
+        secure_cookies=_flag(env, "ASTERBILL_SECURE_COOKIES"),
+        trusted_proxies=_int(env, "ASTERBILL_TRUSTED_PROXIES", 0, 0, 10),
     )
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{name}={raw!r} is not one of: 1, 0, true, false, yes, no, on, off")
 
 
 def _callback_channel(template: str) -> str:

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from lua.credit import CreditEngine, Deny
 from ops.errors import InvalidInput
 from schema import AccountGroup, Clid, CreditHistory, CreditOperation, Reseller
+from tests.conftest import REDIS_SERVER
 from tests.ledger import place_calls
 from workers import reconcile
 from workers.credit_ops import CreditRequest, perform, reapply_pending
@@ -229,7 +230,7 @@ def test_the_credit_command_charges_once_per_operation_id(
     factory, credit, payer = ledger
     env = {
         "DATABASE_URL": fresh_mysql_url,
-        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "REDIS_URL": REDIS_SERVER,
         "ASTERBILL_KEY_PREFIX": key_prefix,
     }
     args = ("credit", "charge", "20", "--clid", "8001", "--op-id", "till-7", "--comment", "cash")

@@ -20,6 +20,7 @@ from rating.money import stored_micros
 from rating.price import Rate, price
 from schema import AccountGroup, Cdr, Clid, Reseller, migrate
 from schema.db import make_engine, session_factory
+from tests.conftest import REDIS_SERVER
 from tests.test_cli import run
 from tests.test_listener import Rig, run_with
 from workers.provision import provision_redis, seed
@@ -110,7 +111,7 @@ def test_calls_flow_from_asterisk_to_the_ledger(
 
     env = {
         "DATABASE_URL": fresh_mysql_url,
-        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "REDIS_URL": REDIS_SERVER,
         "ASTERBILL_KEY_PREFIX": key_prefix,
     }
     worker = run("worker", "--burst", env=env, cwd=tmp_path)

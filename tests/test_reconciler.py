@@ -19,6 +19,7 @@ from sqlalchemy import func, select, text
 from lua.credit import Pricing
 from rating.book import RedisRateBook
 from schema import Cdr, Clid
+from tests.conftest import REDIS_SERVER
 from tests.ledger import BUY, DE, OWNER, T0, place_calls
 from tests.test_cli import ASTERBILL, run
 from workers import jobs, reconcile
@@ -33,7 +34,7 @@ from workers.settle import read_ended, settle
 def env(fresh_mysql_url, key_prefix, monkeypatch):
     values = {
         "DATABASE_URL": fresh_mysql_url,
-        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "REDIS_URL": REDIS_SERVER,
         "ASTERBILL_KEY_PREFIX": key_prefix,
     }
     for name, value in values.items():  # for in-process workers (jobs read the environment)
