@@ -24,11 +24,10 @@ from sqlalchemy import inspect, select
 from wtforms import PasswordField, SelectField
 from wtforms.validators import Optional, ValidationError
 
-from admin import scope
+from admin import rate_form, scope
 from admin.extensions import db
 from rating import ratefiles
 from rating.money import format_micros, stored_micros
-from rating.store import Target, sync_scope
 from schema import (
     Account,
     AccountGroup,
@@ -375,12 +374,11 @@ class RateView(ScopedView):
     column_formatters = {"connectcharge": money, "rateinitial": money}
     column_searchable_list = ("dialprefix", "destination")
     column_filters = ("reseller_id", "group_id", "dialprefix")
+    form_overrides = rate_form.TEXT_FIELDS
 
     def fill_scope(self, model, is_created) -> None:
-        # the scope the row had before this change: its old book must lose it in Redis
-        state = inspect(model)
-        old = [state.attrs[c].history.deleted for c in self._scope_columns()]
-        model.asterbill_old_scope = tuple(o[0] if o else None for o in old)
+        # where the row was before this change: that Redis field must lose it
+        model.asterbill_old_key = rate_form.old_key(self.table, model)
         if current_user.role == "reseller":
             model.reseller_id = current_user.reseller_id
             if getattr(model, "group_id", 0):
@@ -389,29 +387,19 @@ class RateView(ScopedView):
                     raise ValidationError("that group is not yours")
         elif current_user.role == "groupadmin":
             model.reseller_id, model.group_id = current_user.reseller_id, current_user.group_id
-
-    def _scope_columns(self) -> tuple[str, ...]:
-        return ("reseller_id", "group_id") if self.table != "reseller" else ("reseller_id",)
-
-    def _scope_of(self, model) -> tuple[int, ...]:
-        return tuple(getattr(model, c) or 0 for c in self._scope_columns())
+        rate_form.validate_rate(self.table, model)
 
     def after_model_change(self, form, model, is_created):
-        self._sync(self._scope_of(model))
-        old = getattr(model, "asterbill_old_scope", ())
-        if any(v is not None for v in old):
-            merged = tuple(
-                o if o is not None else n for o, n in zip(old, self._scope_of(model), strict=True)
-            )
-            if merged != self._scope_of(model):
-                self._sync(merged)
+        # one row changed: just its field(s) in Redis, never a rebuild of the whole scope
+        old = getattr(model, "asterbill_old_key", None)
+        rate_form.push_to_redis([rate_form.new_key(self.table, model), *([old] if old else [])])
+
+    def on_model_delete(self, model):
+        super().on_model_delete(model)
+        model.asterbill_old_key = rate_form.new_key(self.table, model)
 
     def after_model_delete(self, model):
-        self._sync(self._scope_of(model))
-
-    def _sync(self, where: tuple[int, ...]) -> None:
-        target = Target(self.table, where[0], where[1] if len(where) > 1 else 0)
-        sync_scope(db.session, current_app.extensions["asterbill_book"], target)
+        rate_form.push_to_redis([model.asterbill_old_key])
 
 
 class CustomerRateView(RateView):
