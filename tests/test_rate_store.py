@@ -346,3 +346,46 @@ def test_a_single_rate_change_reaches_redis_without_a_full_sync(db, book):
     delete_rate(db, book, "customer", rate_id)
     assert book.lookup("00441", r, g)["customer"] is None
     assert count(db) == 1
+
+
+def test_a_quote_says_a_price_is_too_large_instead_of_crashing(db, book):
+    """A row stored before the rate limits existed may price past 2**53 micro-units."""
+    booth = make_tenant(db)
+    r, g = booth.group.reseller_id, booth.group_id
+    huge = Rate(7, 0, 0, 10**17, 60, "legacy")
+    book.upsert(BookRow("customer", "0039", 0, r, g, huge))
+
+    line = next(x for x in quote(book, booth, "0039061234", ()).lines if x.table == "customer")
+
+    assert line.prices == (None, None, None)
+    assert "too large (refused)" in line.describe(2, "EUR")
+
+
+@pytest.mark.parametrize(
+    ("cells", "message"),
+    [
+        ({"dialprefix": "٤٩", "rateinitial": "1"}, "not digits 0-9"),
+        ({"dialprefix": "49", "rateinitial": "1e3"}, "is not a number"),
+        ({"dialprefix": "49", "rateinitial": "100000.000001"}, "larger than 100000"),
+        ({"dialprefix": "49", "rateinitial": "1", "billingblock": "86401"}, "(1..86400)"),
+        ({"dialprefix": "49", "rateinitial": "1", "destination": "@SUM(A1)"}, "formula"),
+        ({"dialprefix": "49", "rateinitial": "1", "destination": "a\u202eb"}, "control"),
+    ],
+)
+def test_one_validator_for_every_rate_applies_the_limits(db, cells, message):
+    from rating.store import validate_row
+
+    with pytest.raises(InvalidInput, match=message.replace("(", r"\(").replace(")", r"\)")):
+        validate_row(cells)
+
+
+def test_the_rate_limits_keep_a_long_call_exact_in_both_engines():
+    from rating import rate_limits as limits
+    from rating.money import MAX_SAFE_MICROS, to_micros
+    from rating.price import price
+
+    worst = Rate(
+        1, to_micros(limits.MAX_CONNECT), 0, to_micros(limits.MAX_RATE), limits.MAX_BLOCK_S
+    )
+    # a day-long call at a multiple of 10 (100000 in ten-thousandths)
+    assert price(86_400, 100_000, worst) <= MAX_SAFE_MICROS
