@@ -9,7 +9,6 @@ double submit (or a reload of the confirmation) applies the operation once.
 from __future__ import annotations
 
 import uuid
-from decimal import Decimal, InvalidOperation
 
 from flask import abort, current_app, flash, redirect, request, url_for
 from flask_admin import BaseView, expose
@@ -21,6 +20,7 @@ from wtforms.validators import DataRequired, Length, Optional
 from admin import scope
 from admin.extensions import db
 from ops.errors import InvalidInput
+from rating.money import parse_decimal
 from schema import AccountGroup, Clid, Reseller
 from workers.credit_ops import CreditRequest, perform, validate
 
@@ -130,9 +130,9 @@ class CreditPage(BaseView):
         text = (form.amount.data or "").strip()
         if kind in ("charge", "refund", "set_limit") or (kind == "set_deposit" and text):
             try:
-                amount = Decimal(text)
-            except InvalidOperation:
-                form.amount.errors = [*form.amount.errors, "not an amount"]
+                amount = parse_decimal(text, 6, "amount")  # ASCII digits only (not "٣")
+            except InvalidInput as exc:
+                form.amount.errors = [*form.amount.errors, str(exc)]
                 return None
         request_ = CreditRequest(
             kind,
