@@ -41,7 +41,7 @@ def create_app(settings: Settings) -> Flask:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         WTF_CSRF_TIME_LIMIT=8 * 3600,
-        MAX_CONTENT_LENGTH=32 * 1024 * 1024,  # rate decks
+        MAX_CONTENT_LENGTH=settings.import_max_bytes + 1024 * 1024,  # a rate deck and its form
         ASTERBILL_KEY_PREFIX=settings.key_prefix,
         ASTERBILL_DISPLAY_DECIMALS=settings.display_decimals,
         ASTERBILL_PIN_DIGITS=settings.pin_digits,
@@ -49,6 +49,8 @@ def create_app(settings: Settings) -> Flask:
         ASTERBILL_UPLOADS=str(settings.data_dir / "uploads"),
         ASTERBILL_LOGOS=str(settings.data_dir / "logos"),
         ASTERBILL_BACKGROUND_IMPORT_BYTES=1024 * 1024,  # larger decks: a worker imports them
+        ASTERBILL_IMPORT_MAX_BYTES=settings.import_max_bytes,
+        ASTERBILL_IMPORT_MAX_ROWS=settings.import_max_rows,
     )
     client = redis_server.connect(settings.redis_url, socket_timeout=2)
     keys = Keys(settings.key_prefix)

@@ -37,6 +37,7 @@ class Target:
 class ImportReport:
     inserted: int = 0
     updated: int = 0
+    read: int = 0  # data rows read from the file (every one, see ratefiles: XLSX dimensions)
 
 
 def check_target(session: Session, target: Target) -> None:
@@ -132,7 +133,9 @@ def import_rates(
     values: list[dict] = []
     errors: list[str] = []
     first_row: dict[tuple[str, int], int] = {}
+    read = 0
     for number, cells in rows:
+        read += 1
         try:
             row = validate_row(cells)
         except InvalidInput as exc:
@@ -183,7 +186,7 @@ def import_rates(
     ]
     if changed:
         session.execute(update(model), changed)
-    return ImportReport(inserted=len(new), updated=len(changed))
+    return ImportReport(inserted=len(new), updated=len(changed), read=read)
 
 
 def _scope_filter(model, target: Target):
