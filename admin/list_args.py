@@ -1,4 +1,5 @@
-"""Query-string arguments of the list views that Flask-Admin passes on unchecked."""
+"""Mixins of the list views: query-string arguments Flask-Admin passes on unchecked, and
+the cells of their CSV exports."""
 
 from __future__ import annotations
 
@@ -14,3 +15,13 @@ class ClampedPaging:
         if args.page_size is not None and args.page_size < 0:
             args.page_size = 0
         return args
+
+
+class SafeCsvExport:
+    """Every cell of a list view's CSV export passes `rating.csv_safety.neutralise`."""
+
+    def get_export_value(self, model, name):
+        from rating.csv_safety import neutralise
+
+        value = super().get_export_value(model, name)
+        return neutralise(value if value is None or isinstance(value, str) else str(value))

@@ -26,7 +26,7 @@ from wtforms.validators import Optional, ValidationError
 
 from admin import rate_form, scope
 from admin.extensions import db
-from admin.list_args import ClampedPaging
+from admin.list_args import ClampedPaging, SafeCsvExport
 from rating import ratefiles
 from rating.money import format_micros, stored_micros
 from schema import (
@@ -76,7 +76,7 @@ class SecureForm(FlaskForm):
             super().__init__(formdata=formdata, obj=obj, prefix=prefix, **kwargs)
 
 
-class ScopedView(ClampedPaging, ModelView):
+class ScopedView(ClampedPaging, SafeCsvExport, ModelView):
     """A model view whose rows, forms and actions follow `admin.scope` for the user."""
 
     view_key = ""  # key of admin.scope.VIEWS
