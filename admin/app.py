@@ -17,6 +17,7 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
 from admin import auth, credit_page, portal, rate_import, views
+from admin.credit_operations_view import CreditOperationView
 from admin.extensions import babel, csrf, db
 from lua.credit import CreditEngine
 from lua.keys import Keys
@@ -24,7 +25,7 @@ from ops import redis_server
 from ops.errors import ServiceUnavailable
 from ops.settings import Settings
 from rating.book import RedisRateBook
-from schema import migrate
+from schema import CreditOperation, migrate
 from schema.db import check_database, make_engine
 
 LANGUAGES = {"en": "en", "zh": "zh_Hans_CN"}
@@ -75,6 +76,11 @@ def create_app(settings: Settings) -> Flask:
     )
     views.register(back_office)
     back_office.add_view(credit_page.CreditPage(name="Credit", endpoint="credit"))
+    back_office.add_view(  # every operation, lock to deposit, with who and when
+        CreditOperationView(
+            CreditOperation, db, name=_l("Credit operations"), endpoint="credit_operations"
+        )
+    )
     back_office.add_view(
         rate_import.RateImportPage(
             name=_l("Import / export"), endpoint="rate_import", category=_l("Rates")

@@ -25,8 +25,10 @@ from wtforms import PasswordField, SelectField
 from wtforms.validators import Optional, ValidationError
 
 from admin import rate_form, scope
+from admin.accounts import LANGUAGES
 from admin.extensions import db
 from admin.list_args import ClampedPaging, SafeCsvExport
+from ops.errors import InvalidInput
 from rating import ratefiles
 from rating.money import format_micros, stored_micros
 from schema import (
@@ -157,8 +159,11 @@ class AccountView(ScopedView):
     column_searchable_list = ("username",)
     form_columns = ("username", "role", "group", "reseller", "language", "active")
     form_extra_fields = {"new_password": PasswordField("Password", validators=[Optional()])}
-    form_overrides = {"role": SelectField}
-    form_args = {"group": {"query_factory": group_choices, "allow_blank": True}}
+    form_overrides = {"role": SelectField, "language": SelectField}
+    form_args = {
+        "group": {"query_factory": group_choices, "allow_blank": True},
+        "language": {"choices": list(LANGUAGES.items())},
+    }
     column_labels = {"new_password": "Password (leave empty to keep)"}
 
     def create_form(self, obj=None):
@@ -177,8 +182,14 @@ class AccountView(ScopedView):
             del form.reseller
 
     def fill_scope(self, model, is_created) -> None:
-        from admin.accounts import set_password
+        from admin.accounts import check_language, check_username, set_password
 
+        try:  # one rule for every way an account is made (admin/accounts.py)
+            if is_created or inspect(model).attrs.username.history.has_changes():
+                check_username(model.username)
+            check_language(model.language)
+        except InvalidInput as exc:
+            raise ValidationError(str(exc)) from None
         if model.role not in scope.CREATES_ROLES.get(current_user.role, ()):
             raise ValidationError(f"you may not make {model.role} accounts")
         if form_password := request.form.get("new_password"):
@@ -289,6 +300,7 @@ class GroupView(ScopedView):
             # what the shop pays its reseller is the reseller's to set, not the shop's
             del form.group_multiple
             del form.accountcode
+            del form.allow_callback  # callback is the admin's or the reseller's to allow
         return form
 
     form_args = {
@@ -343,6 +355,7 @@ class ClidView(ScopedView):
         model.asterbill_old_number = old_number[0] if old_number else None
         if model.group is None:
             raise ValidationError("a clid needs a group")
+        model.asterbill_moved_from = _reseller_before_move(model)
         model.group_id = model.group.id
         if is_created and not model.pin:
             with db.session.no_autoflush:  # the new row may not be flushed without its PIN
@@ -352,10 +365,36 @@ class ClidView(ScopedView):
         old = getattr(model, "asterbill_old_number", None)
         if old and old != model.clid:
             current_app.extensions["asterbill_credit"].forget_payer(old)
+        moved_from = getattr(model, "asterbill_moved_from", None)
+        if moved_from is not None:  # its balances, unbilled calls and totals go with it
+            from workers.booth_move import move_live_state
+
+            credit = current_app.extensions["asterbill_credit"]
+            move_live_state(credit, model.id, moved_from, model.group.reseller_id)
         _provision_clid(model)
 
     def after_model_delete(self, model):
         current_app.extensions["asterbill_credit"].forget_payer(model.clid)
+
+
+def _reseller_before_move(clid: Clid) -> int | None:
+    """The reseller a booth leaves when its new shop belongs to another one (None: no such
+    move); refused while it has calls running or not yet settled (workers/booth_move.py)."""
+    from workers.booth_move import check_move
+
+    # group_id still holds the shop it leaves: the relationship reaches it at the flush
+    if clid.id is None or not clid.group_id or clid.group_id == clid.group.id:
+        return None
+    with db.session.no_autoflush:
+        old = db.session.get(AccountGroup, clid.group_id).reseller_id
+    new = clid.group.reseller_id
+    if old == new:
+        return None
+    try:
+        check_move(current_app.extensions["asterbill_credit"], clid.id, old, new)
+    except InvalidInput as exc:
+        raise ValidationError(str(exc)) from None
+    return old
 
 
 def new_pin(digits: int) -> str:
