@@ -79,7 +79,7 @@ def old_key(table: str, model) -> RateKey | None:
         table,
         before("reseller_id") or 0,
         before("group_id") or 0,
-        str(before("dialprefix")).strip(),
+        str(before("dialprefix")),  # as stored: a legacy " 0041 " is that field in Redis
         int(before("numlen") or 0),
     )
 
