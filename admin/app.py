@@ -137,6 +137,10 @@ def create_app(settings: Settings) -> Flask:
 def _locale() -> str:
     """The user's language (accounts choose theirs), else the browser's, else English."""
     language = getattr(current_user, "language", None) if current_user else None
+    if getattr(current_user, "role", None) == "clid":  # a booth user: its portal choice
+        from flask import session
+
+        language = session.get("portal_language")
     if language in LANGUAGES:
         return LANGUAGES[language]
     best = request.accept_languages.best_match(list(LANGUAGES))

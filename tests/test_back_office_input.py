@@ -167,3 +167,21 @@ def test_lock_limit_and_deposit_changes_are_listed_with_who_and_when(office):  #
     other = page_text(login(app, "resB").get("/admin/credit_operations/"))
     assert "A100 (#" not in other and "resA" not in other
     assert login(app, "opA1").get("/admin/credit_operations/").status_code == 403
+
+
+def test_the_portal_follows_the_booth_users_language(office):  # noqa: F811
+    from tests.test_back_office import token
+
+    app, factory, _, ids = office
+    with factory() as s:
+        pin = s.get(Clid, ids["clidA1"]).pin
+    client = app.test_client()
+    page = client.get("/portal/login").get_data(as_text=True)
+    client.post(
+        "/portal/login", data={"username": "A100", "password": pin, "csrf_token": token(page)}
+    )
+    english = client.get("/portal/", headers={"Accept-Language": "en"}).get_data(as_text=True)
+    assert "Calls" in english
+    client.post("/portal/language", data={"language": "zh", "csrf_token": token(english)})
+    chinese = client.get("/portal/", headers={"Accept-Language": "en"}).get_data(as_text=True)
+    assert "通话记录" in chinese  # "Calls", although the browser asks for English

@@ -136,3 +136,22 @@ def test_rate_saves_in_one_scope_at_once_all_succeed_and_redis_equals_mysql(offi
         }
     assert len(in_mysql) == 2000 + 1 + 15
     assert in_redis == in_mysql
+
+
+def test_a_saved_rate_never_answers_500_when_redis_fails_after_the_commit(office, monkeypatch):  # noqa: F811
+    import admin.rate_form
+
+    app, factory, _, _ = office
+
+    def redis_down(*args, **kwargs):
+        raise ConnectionError("Redis went away")
+
+    monkeypatch.setattr(admin.rate_form, "refresh_keys", redis_down)
+    client = login(app, "resA")
+    reply = post_form(client, "/admin/customer_rates/new/", GOOD)
+    assert reply.status_code == 302
+    assert "could not be updated just now" in client.get(reply.headers["Location"]).get_data(
+        as_text=True
+    )
+    with factory() as s:
+        assert s.scalar(select(CustomerRate).where(CustomerRate.destination == "Italy"))

@@ -10,6 +10,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from schema import CustomerRate
+from tests.conftest import REDIS_SERVER
 from tests.test_back_office import login, office, token, upload_deck  # noqa: F401 (a fixture)
 
 DECK = "prefix,dest,per minute,block\n"
@@ -89,7 +90,7 @@ def test_a_large_deck_is_previewed_by_a_worker_then_imported(
     app, factory, _, _ = office
     app.config["ASTERBILL_BACKGROUND_IMPORT_BYTES"] = 100  # this deck counts as large
     monkeypatch.setenv("DATABASE_URL", fresh_mysql_url)  # the worker's settings
-    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("REDIS_URL", REDIS_SERVER)  # the one test Redis
     monkeypatch.setenv("ASTERBILL_KEY_PREFIX", key_prefix)
     client = login(app, "resA")
     deck = DECK + "".join(f"00{n},Place {n},0.1,60\n" for n in range(7000, 7200))
