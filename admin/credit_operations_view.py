@@ -16,6 +16,7 @@ from flask_login import current_user
 from sqlalchemy import and_, false, or_, select, true
 
 from admin.extensions import db
+from admin.i18n_labels import TranslatedLabels
 from admin.list_args import ClampedPaging, SafeCsvExport
 from admin.views import money
 from schema import Account, AccountGroup, Clid, CreditOperation, Reseller
@@ -68,7 +69,7 @@ def who(view, context, model, name) -> str:
     return db.session.scalar(select(Account.username).where(Account.id == model.account_id)) or ""
 
 
-class CreditOperationView(ClampedPaging, SafeCsvExport, ModelView):
+class CreditOperationView(TranslatedLabels, ClampedPaging, SafeCsvExport, ModelView):
     can_create = can_edit = can_delete = False
     can_view_details = False
     page_size = 50

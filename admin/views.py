@@ -27,6 +27,7 @@ from wtforms.validators import Optional, ValidationError
 from admin import rate_form, scope
 from admin.accounts import LANGUAGES
 from admin.extensions import db
+from admin.i18n_labels import TranslatedLabels
 from admin.list_args import ClampedPaging, SafeCsvExport
 from ops.errors import InvalidInput
 from rating import ratefiles
@@ -78,7 +79,7 @@ class SecureForm(FlaskForm):
             super().__init__(formdata=formdata, obj=obj, prefix=prefix, **kwargs)
 
 
-class ScopedView(ClampedPaging, SafeCsvExport, ModelView):
+class ScopedView(TranslatedLabels, ClampedPaging, SafeCsvExport, ModelView):
     """A model view whose rows, forms and actions follow `admin.scope` for the user."""
 
     view_key = ""  # key of admin.scope.VIEWS

@@ -185,3 +185,19 @@ def test_the_portal_follows_the_booth_users_language(office):  # noqa: F811
     client.post("/portal/language", data={"language": "zh", "csrf_token": token(english)})
     chinese = client.get("/portal/", headers={"Accept-Language": "en"}).get_data(as_text=True)
     assert "通话记录" in chinese  # "Calls", although the browser asks for English
+
+
+def test_column_headers_and_value_names_follow_the_users_language(office):  # noqa: F811
+    from tests.test_back_office import token
+
+    app, _, _, ids = office
+    client = login(app, "resA")
+    english = client.get("/admin/cdrs/").get_data(as_text=True)
+    assert "Calldate" in english and "ANSWERED" in english
+    home = client.get("/admin/").get_data(as_text=True)
+    client.post("/language", data={"language": "zh", "csrf_token": token(home)})
+    chinese = client.get("/admin/cdrs/").get_data(as_text=True)
+    assert "通话日期" in chinese and "已接通" in chinese and "Calldate" not in chinese
+    form = client.get(f"/admin/clids/edit/?id={ids['clidA1']}").get_data(as_text=True)
+    assert "显示名称" in form  # a form label
+    assert "不限" in client.get("/admin/groups/").get_data(as_text=True)  # limit type "none"
