@@ -26,6 +26,7 @@ from wtforms.validators import Optional, ValidationError
 
 from admin import rate_form, scope
 from admin.accounts import LANGUAGES
+from admin.ascii_numbers import AsciiNumbers
 from admin.extensions import db
 from admin.i18n_labels import TranslatedLabels
 from admin.list_args import ClampedPaging, SafeCsvExport
@@ -67,7 +68,7 @@ class Home(AdminIndexView):
         return self.render("home.html", user=current_user)
 
 
-class SecureForm(FlaskForm):
+class SecureForm(AsciiNumbers, FlaskForm):
     """Flask-WTF's form (a CSRF token that CSRFProtect checks) that also remembers the row it
     edits, as Flask-Admin's own BaseForm does (its unique-value check needs it)."""
 

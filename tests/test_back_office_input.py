@@ -201,3 +201,13 @@ def test_column_headers_and_value_names_follow_the_users_language(office):  # no
     form = client.get(f"/admin/clids/edit/?id={ids['clidA1']}").get_data(as_text=True)
     assert "显示名称" in form  # a form label
     assert "不限" in client.get("/admin/groups/").get_data(as_text=True)  # limit type "none"
+
+
+def test_a_multiple_typed_with_other_digits_is_refused(office):  # noqa: F811
+    app, factory, _, ids = office
+    edit = f"/admin/groups/edit/?id={ids['groupA1']}"
+    form = {"name": "shop-A1", "title": "t", "customer_multiple": "٣", "group_multiple": "1"}
+    reply = post_form(login(app, "resA"), edit, form)
+    assert reply.status_code == 200 and "digits 0-9" in reply.get_data(as_text=True)
+    with factory() as s:
+        assert s.get(AccountGroup, ids["groupA1"]).customer_multiple == 1
