@@ -185,6 +185,7 @@ def test_the_portal_follows_the_booth_users_language(office):  # noqa: F811
     client.post("/portal/language", data={"language": "zh", "csrf_token": token(english)})
     chinese = client.get("/portal/", headers={"Accept-Language": "en"}).get_data(as_text=True)
     assert "通话记录" in chinese  # "Calls", although the browser asks for English
+    assert "<th>日期</th>" in chinese and "已接通" in chinese  # headers, ANSWERED
 
 
 def test_column_headers_and_value_names_follow_the_users_language(office):  # noqa: F811
