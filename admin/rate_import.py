@@ -18,6 +18,7 @@ from pathlib import Path
 
 from flask import Response, abort, current_app, flash, redirect, request, url_for
 from flask_admin import BaseView, expose
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileAllowed, FileField
@@ -43,20 +44,24 @@ MAX_ROWS = "ASTERBILL_IMPORT_MAX_ROWS"
 
 
 class ImportForm(FlaskForm):
-    table = SelectField("Table")
-    reseller = SelectField("Reseller", coerce=int)
-    group = SelectField("Shop", coerce=int)
-    file = FileField("Rate file", validators=[FileAllowed(["csv", "txt", "xls", "xlsx"])])
+    table = SelectField(_l("Table"))
+    reseller = SelectField(_l("Reseller"), coerce=int)
+    group = SelectField(_l("Shop"), coerce=int)
+    file = FileField(_l("Rate file"), validators=[FileAllowed(["csv", "txt", "xls", "xlsx"])])
     upload = HiddenField()
-    replace = BooleanField("Update rates that exist already")
-    prefix = StringField("Delete: dial prefix starts with", validators=[Optional(), Length(max=32)])
+    replace = BooleanField(_l("Update rates that exist already"))
+    prefix = StringField(
+        _l("Delete: dial prefix starts with"), validators=[Optional(), Length(max=32)]
+    )
 
 
 for _field in ratefiles.FIELDS:  # one mapping box per rate field
     setattr(
         ImportForm,
         f"map_{_field}",
-        StringField(f"Column for {_field}", validators=[Optional(), Length(max=40)]),
+        StringField(
+            _l("Column for %(field)s", field=_field), validators=[Optional(), Length(max=40)]
+        ),
     )
 
 

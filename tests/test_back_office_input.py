@@ -202,6 +202,8 @@ def test_column_headers_and_value_names_follow_the_users_language(office):  # no
     form = client.get(f"/admin/clids/edit/?id={ids['clidA1']}").get_data(as_text=True)
     assert "显示名称" in form  # a form label
     assert "不限" in client.get("/admin/groups/").get_data(as_text=True)  # limit type "none"
+    deck_page = client.get("/admin/rate_import/").get_data(as_text=True)
+    assert "费率文件" in deck_page and "dialprefix 所在列" in deck_page  # the form labels
 
 
 def test_a_multiple_typed_with_other_digits_is_refused(office):  # noqa: F811
