@@ -18,6 +18,7 @@ from pathlib import Path
 
 from flask import Response, abort, current_app, flash, redirect, request, url_for
 from flask_admin import BaseView, expose
+from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
@@ -218,9 +219,11 @@ class RateImportPage(BaseView):
         session = db.session
         try:
             report = import_rates(session, target, self._rows(path, mapping), replace=replace)
-            summary = (
-                f"Dry run: {report.inserted} new and {report.updated} updated rate(s), "
-                f"from {report.read} row(s) read."
+            summary = gettext(
+                "Dry run: %(new)d new and %(updated)d updated rate(s), from %(read)d row(s) read.",
+                new=report.inserted,
+                updated=report.updated,
+                read=report.read,
             )
         finally:
             session.rollback()  # a dry run writes nothing
@@ -239,8 +242,14 @@ class RateImportPage(BaseView):
         sync_scope(session, current_app.extensions["asterbill_book"], target)
         path.unlink(missing_ok=True)
         flash(
-            f"Imported into {target.table} rates: {report.inserted} new, {report.updated} "
-            f"updated, from {report.read} row(s) read; live at once.",
+            gettext(
+                "Imported into %(table)s rates: %(new)d new, %(updated)d updated, "
+                "from %(read)d row(s) read; live at once.",
+                table=gettext(target.table),
+                new=report.inserted,
+                updated=report.updated,
+                read=report.read,
+            ),
             "success",
         )
         return redirect(url_for(f"{target.table}_rates.index_view"))
@@ -329,7 +338,12 @@ class RateImportPage(BaseView):
             return redirect(url_for(".index"))
         for scope_ in touched:
             sync_scope(session, current_app.extensions["asterbill_book"], scope_)
-        flash(f"Deleted {count} {target.table} rate(s).", "success")
+        flash(
+            gettext(
+                "Deleted %(count)d %(table)s rate(s).", count=count, table=gettext(target.table)
+            ),
+            "success",
+        )
         return redirect(url_for(".index"))
 
     @expose("/export")
