@@ -179,7 +179,7 @@ class CreditPage(BaseView):
         text = (form.amount.data or "").strip()
         if kind in ("charge", "refund", "set_limit") or (kind == "set_deposit" and text):
             try:
-                amount = parse_amount(text)
+                amount = parse_amount(text)  # ASCII digits only (not "٣")
             except InvalidInput as exc:
                 form.amount.errors = [*form.amount.errors, str(exc)]
                 return None

@@ -8,6 +8,7 @@ import click
 
 from ops.cli import settings_of
 from ops.errors import InvalidInput
+from rating.money import MONEY_TEXT
 
 ACTIONS = {  # command word -> (service kind, what the argument is)
     "charge": ("charge", "amount"),
@@ -63,10 +64,9 @@ def credit(ctx, action, value, clid, group, reseller, comment, op_id) -> None:
         raise InvalidInput(f"no {level} {name!r}")
     amount = None
     if argument and argument.startswith("amount") and value.lower() != "none":
-        try:
-            amount = Decimal(value)
-        except ArithmeticError:
-            raise InvalidInput(f"{value!r} is not an amount") from None
+        if not MONEY_TEXT.fullmatch(value.strip()):  # ASCII digits only, like every amount
+            raise InvalidInput(f"{value!r} is not an amount (digits 0-9 and a decimal point)")
+        amount = Decimal(value.strip())
     request = CreditRequest(
         kind,
         level,

@@ -58,6 +58,8 @@ class Settings:
     currency: str
     display_decimals: int
     pin_digits: int
+    import_max_bytes: int
+    import_max_rows: int
     key_prefix: str
     web_host: str
     web_port: int
@@ -135,6 +137,10 @@ def _parse(env: Mapping[str, str]) -> Settings:
         currency=_currency(env),
         display_decimals=_int(env, "ASTERBILL_DISPLAY_DECIMALS", 2, 0, 6),
         pin_digits=_int(env, "ASTERBILL_PIN_DIGITS", 12, 10, 20),
+        import_max_bytes=_int(
+            env, "ASTERBILL_IMPORT_MAX_BYTES", 20 * 1024 * 1024, 1024, 1024 * 1024 * 1024
+        ),
+        import_max_rows=_int(env, "ASTERBILL_IMPORT_MAX_ROWS", 1_000_000, 10, 100_000_000),
         key_prefix=_key_prefix(env),
         web_host=get("ASTERBILL_WEB_HOST", "127.0.0.1"),
         web_port=_int(env, "ASTERBILL_WEB_PORT", 8080, 1, 65535),

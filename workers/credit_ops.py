@@ -28,6 +28,7 @@ from ops.errors import InvalidInput
 from rating.money import parse_decimal, stored_micros, to_micros
 from schema import AccountGroup, Clid, CreditHistory, CreditOperation, Reseller
 from schema.base import LIMIT_TYPES
+from workers.credit_bounds import check_amount, check_balance
 
 log = logging.getLogger("asterbill.credit")
 
@@ -99,6 +100,7 @@ def record(session: Session, request: CreditRequest):
         row.locked = request.kind == "lock"
     elif request.kind == "set_deposit":
         row.deposit = amount
+    check_balance(request.level, request.target_id, before, row.curcredit)
     op = CreditOperation(
         op_id=request.op_id,
         level=request.level,
@@ -216,6 +218,7 @@ def validate(r: CreditRequest) -> None:
             raise InvalidInput(f"{r.kind} needs an amount")
         parse_decimal(r.amount, 6, f"{r.kind} amount")
         to_micros(r.amount, f"{r.kind} amount")  # also within what Lua keeps exact
+        check_amount(r.kind, r.amount)
         if r.kind in ("charge", "refund") and r.amount == 0:
             raise InvalidInput(f"a {r.kind} of 0 changes nothing")
     if r.kind == "set_limit_type" and r.value not in LIMIT_TYPES:

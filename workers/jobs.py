@@ -118,6 +118,7 @@ def _factory(database_url: str):
 
 # -- rate deck imports (the back office's large files) ------------------------------------
 PROGRESS_EVERY = 5000
+PREVIEW_ROWS = 10
 
 
 def import_queue(connection: redis.Redis, key_prefix: str) -> Queue:
@@ -126,11 +127,19 @@ def import_queue(connection: redis.Redis, key_prefix: str) -> Queue:
 
 
 def import_rate_deck(
-    path: str, mapping: dict, table: str, reseller_id: int, group_id: int, replace: bool
+    path: str,
+    mapping: dict,
+    table: str,
+    reseller_id: int,
+    group_id: int,
+    replace: bool,
+    dry_run: bool = False,
+    max_rows: int | None = None,
 ) -> dict:
     """The job: the same all-or-nothing import as `asterbill rates import`, then the Redis
     sync of the scope. `job.meta` says how many rows were read; a bad file is a result
-    (the errors), not a failure to retry."""
+    (the errors), not a failure to retry. A dry run writes nothing, keeps the file for the
+    import that follows, and returns the first rows as a preview."""
     from pathlib import Path
 
     from rq import get_current_job
@@ -153,14 +162,36 @@ def import_rate_deck(
                 job.save_meta()
             yield row
 
+    preview: list = []
+
+    def kept(rows):
+        for number, cells in rows:
+            if len(preview) < PREVIEW_ROWS:
+                preview.append([number, cells])
+            yield number, cells
+
     try:
-        rows = ratefiles.mapped_rows(ratefiles.read_cells(Path(path)), mapping)
-        with factory() as session, session.begin():
-            report = import_rates(session, target, counted(rows), replace=replace)
-        with factory() as session:
-            sync_scope(session, RedisRateBook(credit.client, credit.keys), target)
+        rows = ratefiles.mapped_rows(ratefiles.read_cells(Path(path), max_rows=max_rows), mapping)
+        if dry_run:
+            with factory() as session:
+                try:
+                    report = import_rates(session, target, kept(counted(rows)), replace=replace)
+                finally:
+                    session.rollback()  # a dry run writes nothing
+        else:
+            with factory() as session, session.begin():
+                report = import_rates(session, target, counted(rows), replace=replace)
+            with factory() as session:
+                sync_scope(session, RedisRateBook(credit.client, credit.keys), target)
     except InvalidInput as exc:
-        return {"error": str(exc)}
+        return {"error": str(exc), "dry_run": dry_run, "preview": preview}
     finally:
-        Path(path).unlink(missing_ok=True)
-    return {"inserted": report.inserted, "updated": report.updated}
+        if not dry_run:
+            Path(path).unlink(missing_ok=True)
+    return {
+        "inserted": report.inserted,
+        "updated": report.updated,
+        "read": report.read,
+        "dry_run": dry_run,
+        "preview": preview,
+    }
