@@ -59,6 +59,7 @@ class Settings:
     web_port: int
     secret_key: str
     log_level: str
+    asterisk_cdr_url: str = ""  # Asterisk's CDR database, read by `asterbill cdr-sync`
 
     def describe(self) -> dict[str, str]:
         """The settings as text, with secrets masked (for `asterbill settings` and logs)."""
@@ -68,7 +69,7 @@ class Settings:
             value = getattr(self, f.name)
             if f.name in masked:
                 value = "(set)" if value else "(empty)"
-            elif f.name == "database_url":
+            elif f.name in ("database_url", "asterisk_cdr_url"):
                 value = _mask_url_password(value)
             elif isinstance(value, tuple):
                 value = ",".join(value)
@@ -129,6 +130,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         web_port=_int(env, "ASTERBILL_WEB_PORT", 8080, 1, 65535),
         secret_key=env.get("ASTERBILL_SECRET_KEY", ""),
         log_level=_choice(env, "ASTERBILL_LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
+        asterisk_cdr_url=get("ASTERBILL_ASTERISK_CDR_URL", ""),
     )
 
 

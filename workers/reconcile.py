@@ -21,6 +21,7 @@ from lua.credit import CreditEngine, CreditError, parse_call_state
 from lua.keys import Keys
 from rating.money import format_micros, stored_micros
 from schema import AccountGroup, Cdr, Clid, CreditOperation, Reseller
+from workers.cdr_sync import OP_PREFIX as CDR_SYNC_OP_PREFIX
 from workers.settle import EndedCall
 
 LEVELS = (
@@ -118,7 +119,8 @@ def _credit_operations(session: Session):
             CreditOperation.kind,
             func.sum(CreditOperation.amount),
         )
-        .where(money)
+        # cdr-sync's corrections are already in the corrected CDR prices (workers/cdr_sync.py)
+        .where(money, ~CreditOperation.op_id.startswith(CDR_SYNC_OP_PREFIX))
         .group_by(CreditOperation.level, CreditOperation.target_id, CreditOperation.kind)
     ):
         moved[(level, target_id)] += stored_micros(total) * (1 if kind == "refund" else -1)
