@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from lua.credit import Pricing
+from rating.money import stored_micros
 from rating.price import Rate
 from schema import (
     AccountGroup,
@@ -97,7 +98,8 @@ def bill_flagged_call(factory, credit, payer, pricing, call_id=CALL_A, billsec=2
 
 
 def balances(factory, credit, payer):
-    """(MySQL curcredit, Redis used, lifetime totals) of clid, group, reseller."""
+    """(MySQL curcredit, Redis used, lifetime totals in MySQL and in Redis) of clid, group,
+    reseller; and the booth's unbilled amount in Redis (its deposit room)."""
     out = []
     with factory() as s:
         for name, model, level_id in (
@@ -106,10 +108,11 @@ def balances(factory, credit, payer):
             ("reseller", Reseller, payer.reseller_id),
         ):
             row = s.get(model, level_id)
-            used = credit.level(payer.reseller_id, name, level_id).used
-            out.append(
-                (row.curcredit, used, (row.credit_clid, row.credit_group, row.credit_reseller))
-            )
+            live = credit.level(payer.reseller_id, name, level_id)
+            totals = (row.credit_clid, row.credit_group, row.credit_reseller)
+            assert tuple(stored_micros(t) for t in totals) == live.totals, name
+            out.append((row.curcredit, live.used, totals))
+    out.append(credit.level(payer.reseller_id, "clid", payer.clid_id).unbilled)
     return out
 
 
@@ -157,6 +160,7 @@ def test_a_call_billed_20_s_where_asterisk_says_6_is_refunded_once(priced, tmp_p
         (Decimal("0.06"), 60_000, totals),
         (Decimal("0.03"), 30_000, totals),
         (Decimal("0.012"), 12_000, totals),
+        60_000,
     ]
     assert no_drift(factory, credit) == []
 
@@ -179,6 +183,7 @@ def test_a_call_asterisk_billed_longer_is_charged_the_difference(priced, tmp_pat
     with factory() as s:
         ops = s.execute(select(CreditHistory.operation, CreditHistory.amount)).all()
     assert ops[0] == ("refund", Decimal("0.04"))  # credit used goes up by 4 s
+    assert balances(factory, credit, payer)[3] == 60_000  # the booth's unbilled follows
     assert balances(factory, credit, payer)[0][:2] == (Decimal("0.06"), 60_000)
     assert no_drift(factory, credit) == []
 

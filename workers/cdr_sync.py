@@ -24,10 +24,11 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import redis
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from lua.credit import CreditEngine
+from lua.credit import CreditEngine, CreditError, Payer
 from rating.book import RedisRateBook
 from rating.money import format_micros, from_micros, stored_micros, to_micros, to_multiple
 from rating.price import Rate, price
@@ -198,12 +199,27 @@ def _apply_one(
                 op_id=f"{OP_PREFIX}{cdr.id}:{level}",
             )
             pending.append(record_pending(session, request))
-        _add_to_totals(session, cdr, [n - o for o, n in zip(old, new, strict=True)])
+        change = tuple(n - o for o, n in zip(old, new, strict=True))
+        _add_to_totals(session, cdr, change)
         _rewrite(cdr, found, new, flags)
+        payer = Payer(cdr.reseller_id, cdr.group_id, cdr.clid_id) if cdr.clid_id else None
+        unbilled = cdr.billing_status == "UNBILLED"
     for op in pending:
         apply_to_redis(factory, engine, op)
+    if payer is not None and any(change):
+        _follow_in_redis(engine, f"{OP_PREFIX}{cdr_id}:totals", payer, change, unbilled)
     log.info("call %s corrected from Asterisk's CDR: %s", cdr.uniqueid, line)
     return line
+
+
+def _follow_in_redis(engine, op_id: str, payer: Payer, change, unbilled: bool) -> None:
+    """Redis's lifetime totals and the booth's unbilled amount (its deposit room) follow the
+    corrected prices. If Redis is down they stay behind (no money moves with them):
+    `reconcile --repair` rebuilds both from MySQL."""
+    try:
+        engine.correct_call(op_id, payer, change, unbilled)
+    except (redis.ConnectionError, redis.TimeoutError, CreditError) as exc:
+        log.warning("%s: Redis totals not corrected (%s); run reconcile --repair", op_id, exc)
 
 
 def _prices(session, cdr, found, book, strip, short_call_seconds) -> tuple[int, int, int]:
