@@ -16,6 +16,7 @@ from ami_listener.tracker import Call
 from lua.credit import CreditEngine, CreditError, Deny, Outcome, Payer, Pricing
 from ops.settings import Settings
 from rating.book import RedisRateBook
+from rating.memo import pricing_fields
 from rating.select import strip_number
 
 log = logging.getLogger("asterbill.listener")
@@ -43,6 +44,7 @@ class Billed:
     pricing: Pricing
     answered: bool = False
     flags: list[str] = field(default_factory=list)
+    rated_number: str = ""  # the number the rates were chosen by (leading digits stripped)
 
 
 class Biller:
@@ -64,7 +66,7 @@ class Biller:
         auth, payer, pricing = self.engine.admit(call.payer_key, number, self.book)
         reason = auth.reason
         if auth.allowed:
-            self.billed[call.call_id] = Billed(payer, pricing)
+            self.billed[call.call_id] = Billed(payer, pricing, rated_number=number)
             self.channels[call.call_id] = call.channel
             return None
         self.refused[call.call_id] = str(reason or "DENIED").lower()
@@ -85,7 +87,9 @@ class Biller:
                 return HangupRequest(call.channel, call.call_id, reason)
             # Bill 0 at the customer level and flag the call for review.
             self.refused.pop(call.call_id, None)
-            self.billed[call.call_id] = Billed(payer, pricing, flags=["no_rate"])
+            self.billed[call.call_id] = Billed(
+                payer, pricing, flags=["no_rate"], rated_number=number
+            )
             self.channels[call.call_id] = call.channel
             return None
         log.info("call %s from %s refused at dial: %s", call.call_id, call.payer_key, reason)
@@ -172,6 +176,7 @@ class Biller:
                     self.engine.payer_of(reseller, call_id),
                     self.engine.pricing_of(reseller, call_id),
                     True,
+                    rated_number=info.get("rated_number", ""),
                 )
                 if call_id in live_uniqueids:
                     adopted.append(call)
@@ -208,7 +213,15 @@ class Biller:
         flags = ([refused] if refused else []) + (billed.flags if billed else [])
         if call.answered_us is not None and not flags:
             flags.append("answered_not_billed")  # its answer step failed: a person must look
-        meta = self._describe(call, flags, billed.pricing.customer.destination if billed else "")
+        meta = self._describe(
+            call,
+            flags,
+            billed.pricing.customer.destination if billed else "",
+            billed.rated_number
+            if billed
+            else strip_number(call.number, self.settings.strip_prefixes),
+            billed.pricing if billed else None,
+        )
         self.engine.record_unpaid(
             call.call_id,
             payer,
@@ -238,10 +251,22 @@ class Biller:
 
     @classmethod
     def _meta(cls, call: Call, billed: Billed) -> str:
-        return cls._describe(call, billed.flags, billed.pricing.customer.destination)
+        return cls._describe(
+            call,
+            billed.flags,
+            billed.pricing.customer.destination,
+            billed.rated_number,
+            billed.pricing,
+        )
 
     @staticmethod
-    def _describe(call: Call, flags: list[str], destination: str) -> str:
+    def _describe(
+        call: Call,
+        flags: list[str],
+        destination: str,
+        rated_number: str = "",
+        pricing: Pricing | None = None,
+    ) -> str:
         return json.dumps(
             {
                 "uniqueid": call.call_id,
@@ -258,6 +283,8 @@ class Biller:
                 "flags": flags,
                 "review": call.review,
                 "destination": destination,
+                "rated_number": rated_number,
+                "rates": pricing_fields(pricing.levels()) if pricing else [],
             },
             separators=(",", ":"),
         )

@@ -76,6 +76,14 @@ class Pricing:
             out += [rate.id, rate.connect, rate.initblock, rate.per_minute, rate.block, multiple]
         return out
 
+    def levels(self) -> list[tuple[Rate, int]]:
+        """(rate, multiple) of the customer, callshop and reseller levels."""
+        return [
+            (self.customer, self.customer_multiple),
+            (self.callshop, self.callshop_multiple),
+            (self.reseller, self.reseller_multiple),
+        ]
+
 
 @dataclass(frozen=True)
 class Authorization:

@@ -22,7 +22,9 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from lua.credit import CreditEngine
+from rating.memo import rate_memo
 from rating.money import from_micros
+from rating.store import MODELS as RATE_MODELS
 from schema import AccountGroup, Cdr, Clid, Reseller
 
 log = logging.getLogger("asterbill.settle")
@@ -108,13 +110,14 @@ def settle(session: Session, calls: list[EndedCall]) -> SettleReport:
     report.already = len(calls) - len(fresh)
     if not fresh:
         return report
-    session.execute(insert(Cdr.__table__), [cdr_row(c) for c in fresh])
+    prefixes = rate_prefixes(session, fresh)
+    session.execute(insert(Cdr.__table__), [cdr_row(c, prefixes) for c in fresh])
     add_to_balances(session, fresh)
     report.written = len(fresh)
     return report
 
 
-def cdr_row(c: EndedCall) -> dict:
+def cdr_row(c: EndedCall, prefixes: dict | None = None) -> dict:
     m = c.meta
     dialed = dialed_ms(m, c)
     flags = list(m.get("flags", [])) + ([m["review"]] if m.get("review") else [])
@@ -140,6 +143,12 @@ def cdr_row(c: EndedCall) -> dict:
         "hangup_cause": m.get("hangup_cause"),
         "hangup_cause_text": (m.get("hangup_cause_text") or "")[:64],
         "destination": (m.get("destination") or "")[:100],
+        "rated_number": str(m.get("rated_number") or "")[:80],
+        # only the levels a rate priced (the ended record's rate ids): unpaid calls have none
+        "rate_memo": rate_memo(
+            [r if i else None for r, i in zip(m.get("rates") or [], c.rate_ids, strict=False)],
+            prefixes,
+        ),
         "customer_rate_id": c.rate_ids[0] or None,
         "callshop_rate_id": c.rate_ids[1] or None,
         "reseller_rate_id": c.rate_ids[2] or None,
@@ -149,6 +158,18 @@ def cdr_row(c: EndedCall) -> dict:
         "review_reason": ",".join(flags)[:64],
         "settled_at": datetime.now(UTC).replace(tzinfo=None),
     }
+
+
+def rate_prefixes(session: Session, calls: list[EndedCall]) -> dict[tuple[str, int], str]:
+    """(table, rate id) -> dial prefix of the rates that priced `calls`, for their memo
+    (the listener knows each rate's numbers, not the prefix it was found by)."""
+    out = {}
+    for index, (table, model) in enumerate(RATE_MODELS.items()):
+        ids = {c.rate_ids[index] for c in calls if c.rate_ids[index]}
+        if ids:
+            rows = session.execute(select(model.id, model.dialprefix).where(model.id.in_(ids)))
+            out.update({(table, rate_id): prefix for rate_id, prefix in rows})
+    return out
 
 
 def split_call_id(call_id: str) -> tuple[str, str]:
