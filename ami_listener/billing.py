@@ -274,7 +274,7 @@ class Biller:
                 "channel": call.channel,
                 "dstchannel": call.dest_channel,
                 "src": call.src,
-                "dst": call.number,
+                "dst": call.cdr_dst or call.number,  # as Asterisk's CDR (callback leg A)
                 "accountcode": call.accountcode,
                 "dialed_us": call.dialed_us,
                 "disposition": call.disposition,
