@@ -177,6 +177,11 @@ def test_a_bad_account_seeds_nothing(factory, account, environ, message):
             "rates entry: unknown key scope",
         ),
         (
+            '{clid: "8002", display: Booth 2}',
+            '{clid: "8002", display: Booth 2, kind: phonebox}',
+            "clid 8002: kind 'phonebox' is not one of booth, extension, card",
+        ),
+        (
             'rateinitial: "0.15"',
             'rateinitial: "0.15", connect: "0.1"',
             r"rates \(customer\) row 2: unknown key connect",

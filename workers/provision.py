@@ -28,6 +28,7 @@ from rating.money import parse_decimal, stored_micros, to_multiple
 from rating.store import Target, import_rates, sync_all
 from schema import Account, AccountGroup, Clid, Reseller
 from schema.base import LIMIT_TYPES
+from schema.tenants import CLID_KINDS
 
 LEVEL_FIELDS = ("limit_type", "credit_limit")
 # Every key a seed file may use, per entry (docs/seed.md); any other key is refused.
@@ -91,6 +92,10 @@ def seed(
                 clid.group = group
                 clid.display = str(c.get("display", clid.display or number))[:60]
                 clid.kind = str(c.get("kind", clid.kind or "booth"))
+                if clid.kind not in CLID_KINDS:
+                    raise InvalidInput(
+                        f"clid {number}: kind {clid.kind!r} is not one of {', '.join(CLID_KINDS)}"
+                    )
                 # Left out, `locked` and `deposit` keep what the booth has (an operator's
                 # lock or deposit survives a re-seed); a new booth starts unlocked, no deposit.
                 if "locked" in c:
