@@ -3,7 +3,7 @@ words a person reads, kept with the call because rate rows change and are delete
 
 The listener puts the numbers of the rates that priced a call into its meta (`rates`:
 one `[id, connect, initblock, per_minute, block, multiple, destination]` per level, money in
-micro-units, multiple in 1e-4); settlement adds each rate's dial prefix and writes e.g.
+micro-units, multiple in 1e-4); settlement appends each rate's dial prefix and writes e.g.
 `customer 0049 Germany (#12): 0.2/min, connect 0.1 for 60 s, 60 s blocks | callshop ...`.
 """
 
@@ -24,19 +24,28 @@ def pricing_fields(levels: list[tuple[Rate, int]]) -> list[list]:
     ]
 
 
-def rate_memo(rates: list | None, prefixes: dict[tuple[str, int], str] | None = None) -> str:
-    """The memo of the meta's `rates`; `prefixes` maps (table, rate id) to its dial prefix.
-    A level without a rate (id 0) is left out; "" when no level had one."""
-    prefixes = prefixes or {}
+def with_prefix(meta: dict, index: int, prefix: str | None) -> None:
+    """Append the dial prefix to the meta's rate of level `index` (0 customer, 1 callshop,
+    2 reseller), when it has that rate and no prefix yet."""
+    rates = meta.get("rates")
+    if prefix and isinstance(rates, list) and index < len(rates):
+        entry = rates[index]
+        if isinstance(entry, list) and len(entry) == 7:
+            entry.append(prefix)
+
+
+def rate_memo(rates: list | None) -> str:
+    """The memo of the meta's `rates` (each with its prefix appended, when known). A level
+    without a rate (id 0, or None) is left out; "" when no level had one."""
     parts = []
     for table, fields in zip(TABLES, rates or [], strict=False):
         try:
-            rate_id, connect, initblock, per_minute, block, multiple, destination = fields
+            rate_id, connect, initblock, per_minute, block, multiple, destination = fields[:7]
+            prefix = str(fields[7]) if len(fields) > 7 else ""
         except (TypeError, ValueError):
             continue  # an older or damaged meta: no memo rather than a wrong one
         if not rate_id:
             continue
-        prefix = prefixes.get((table, rate_id), "")
         head = " ".join(p for p in (table, prefix, str(destination)[:24]) if p)
         words = [f"{_money(per_minute)}/min"]
         if connect or initblock:

@@ -22,9 +22,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from lua.credit import CreditEngine
-from rating.memo import rate_memo
+from rating.memo import rate_memo, with_prefix
 from rating.money import from_micros
-from rating.store import MODELS as RATE_MODELS
 from schema import AccountGroup, Cdr, Clid, Reseller
 
 log = logging.getLogger("asterbill.settle")
@@ -106,18 +105,18 @@ def settle(session: Session, calls: list[EndedCall]) -> SettleReport:
     # worker racing another on the same calls fails on it, rolls back, retries, and then
     # finds them here.
     existing = settled_ids(session, ids)
+    add_rate_prefixes(session, calls)  # for the rate memos
     fresh = [c for c in calls if c.call_id not in existing]
     report.already = len(calls) - len(fresh)
     if not fresh:
         return report
-    prefixes = rate_prefixes(session, fresh)
-    session.execute(insert(Cdr.__table__), [cdr_row(c, prefixes) for c in fresh])
+    session.execute(insert(Cdr.__table__), [cdr_row(c) for c in fresh])
     add_to_balances(session, fresh)
     report.written = len(fresh)
     return report
 
 
-def cdr_row(c: EndedCall, prefixes: dict | None = None) -> dict:
+def cdr_row(c: EndedCall) -> dict:
     m = c.meta
     dialed = dialed_ms(m, c)
     flags = list(m.get("flags", [])) + ([m["review"]] if m.get("review") else [])
@@ -146,8 +145,7 @@ def cdr_row(c: EndedCall, prefixes: dict | None = None) -> dict:
         "rated_number": str(m.get("rated_number") or "")[:80],
         # only the levels a rate priced (the ended record's rate ids): unpaid calls have none
         "rate_memo": rate_memo(
-            [r if i else None for r, i in zip(m.get("rates") or [], c.rate_ids, strict=False)],
-            prefixes,
+            [r if i else None for r, i in zip(m.get("rates") or [], c.rate_ids, strict=False)]
         ),
         "customer_rate_id": c.rate_ids[0] or None,
         "callshop_rate_id": c.rate_ids[1] or None,
@@ -160,16 +158,20 @@ def cdr_row(c: EndedCall, prefixes: dict | None = None) -> dict:
     }
 
 
-def rate_prefixes(session: Session, calls: list[EndedCall]) -> dict[tuple[str, int], str]:
-    """(table, rate id) -> dial prefix of the rates that priced `calls`, for their memo
-    (the listener knows each rate's numbers, not the prefix it was found by)."""
-    out = {}
-    for index, (table, model) in enumerate(RATE_MODELS.items()):
+def add_rate_prefixes(session: Session, calls: list[EndedCall]) -> None:
+    """Each rate in the calls' meta `rates` gets the dial prefix of its row, for the memo
+    (the listener knows the numbers that priced a call, not the prefix they were found by);
+    one query per rate table per batch."""
+    from rating.store import MODELS  # the SQL rate models (kept out of the import block)
+
+    for index, model in enumerate(MODELS.values()):
         ids = {c.rate_ids[index] for c in calls if c.rate_ids[index]}
-        if ids:
-            rows = session.execute(select(model.id, model.dialprefix).where(model.id.in_(ids)))
-            out.update({(table, rate_id): prefix for rate_id, prefix in rows})
-    return out
+        if not ids:
+            continue
+        query = select(model.id, model.dialprefix).where(model.id.in_(ids))
+        found = {rate_id: prefix for rate_id, prefix in session.execute(query)}
+        for c in calls:
+            with_prefix(c.meta, index, found.get(c.rate_ids[index]))
 
 
 def split_call_id(call_id: str) -> tuple[str, str]:
