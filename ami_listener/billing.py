@@ -44,7 +44,6 @@ class Billed:
     pricing: Pricing
     answered: bool = False
     flags: list[str] = field(default_factory=list)
-    rated_number: str = ""  # the number the rates were chosen by (leading digits stripped)
 
 
 class Biller:
@@ -66,7 +65,7 @@ class Biller:
         auth, payer, pricing = self.engine.admit(call.payer_key, number, self.book)
         reason = auth.reason
         if auth.allowed:
-            self.billed[call.call_id] = Billed(payer, pricing, rated_number=number)
+            self.billed[call.call_id] = Billed(payer, pricing)
             self.channels[call.call_id] = call.channel
             return None
         self.refused[call.call_id] = str(reason or "DENIED").lower()
@@ -87,9 +86,7 @@ class Biller:
                 return HangupRequest(call.channel, call.call_id, reason)
             # Bill 0 at the customer level and flag the call for review.
             self.refused.pop(call.call_id, None)
-            self.billed[call.call_id] = Billed(
-                payer, pricing, flags=["no_rate"], rated_number=number
-            )
+            self.billed[call.call_id] = Billed(payer, pricing, flags=["no_rate"])
             self.channels[call.call_id] = call.channel
             return None
         log.info("call %s from %s refused at dial: %s", call.call_id, call.payer_key, reason)
@@ -176,7 +173,6 @@ class Biller:
                     self.engine.payer_of(reseller, call_id),
                     self.engine.pricing_of(reseller, call_id),
                     True,
-                    rated_number=info.get("rated_number", ""),
                 )
                 if call_id in live_uniqueids:
                     adopted.append(call)
@@ -217,9 +213,7 @@ class Biller:
             call,
             flags,
             billed.pricing.customer.destination if billed else "",
-            billed.rated_number
-            if billed
-            else strip_number(call.number, self.settings.strip_prefixes),
+            self._rated(call),
             billed.pricing if billed else None,
         )
         self.engine.record_unpaid(
@@ -249,15 +243,18 @@ class Biller:
     def _flag_unbilled(self, call: Call, why: str) -> None:
         log.warning("call %s not billed: %s", call.call_id, why)
 
-    @classmethod
-    def _meta(cls, call: Call, billed: Billed) -> str:
-        return cls._describe(
+    def _meta(self, call: Call, billed: Billed) -> str:
+        return self._describe(
             call,
             billed.flags,
             billed.pricing.customer.destination,
-            billed.rated_number,
+            self._rated(call),
             billed.pricing,
         )
+
+    def _rated(self, call: Call) -> str:
+        """The number the rates are chosen by: as dialled, leading digits stripped."""
+        return strip_number(call.number, self.settings.strip_prefixes)
 
     @staticmethod
     def _describe(
@@ -270,6 +267,9 @@ class Biller:
         return json.dumps(
             {
                 "uniqueid": call.call_id,
+                # the rates that priced it (rating/memo.py) and the number they were chosen by
+                "rated_number": rated_number,
+                "rates": pricing_fields(pricing.levels()) if pricing else [],
                 "linkedid": call.linkedid,
                 "channel": call.channel,
                 "dstchannel": call.dest_channel,
@@ -283,8 +283,6 @@ class Biller:
                 "flags": flags,
                 "review": call.review,
                 "destination": destination,
-                "rated_number": rated_number,
-                "rates": pricing_fields(pricing.levels()) if pricing else [],
             },
             separators=(",", ":"),
         )
