@@ -43,10 +43,10 @@ class Call:
     hangup_cause: int | None = None
     hangup_cause_text: str = ""
     dest_channel: str = ""
+    cdr_dst: str = ""  # the CDR's dst if not `number` (callback leg A: leg B's, as Asterisk)
     review: str = ""  # why a person should look at this call (e.g. ended while away)
     redirected_us: int | None = None  # a redial after a redirect: when it began
     seen_at: int = 0  # the listener's receive sequence number of its first event
-    cdr_dst: str = ""  # the CDR's dst if not `number` (callback leg A: leg B's, as Asterisk)
 
     @property
     def uniqueid(self) -> str:

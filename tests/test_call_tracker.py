@@ -173,24 +173,3 @@ def test_a_redirected_call_is_two_calls_each_by_its_own_number():
         "Answered",
         "Ended",
     ]
-
-
-def test_a_callbacks_leg_a_cdr_has_asterisks_destination_and_is_priced_by_its_own_number():
-    """Capture 08: Asterisk's leg-A Dial CDR says Destination = leg B's number; the CDR
-    follows it, while the rates stay chosen by leg A's own number (`rated_number`)."""
-    import json
-
-    from ami_listener.billing import Biller
-
-    tracker = CallTracker(callback_legs="a")
-    steps = []
-    for received_us, event in events(CALLBACK):
-        steps += tracker.feed(event, received_us)
-    [a] = [s.call for s in steps if isinstance(s, Ended)]
-    leg_a_cdr = far_end_cdr(CALLBACK, "Local/004930555111@pstn-sim-00000022;1")
-
-    meta = json.loads(Biller._describe(a, [], "", rated_number=a.number))
-
-    assert leg_a_cdr["Destination"] == "00447700900123"
-    assert (meta["dst"], meta["src"]) == (leg_a_cdr["Destination"], leg_a_cdr["Source"])
-    assert a.number == meta["rated_number"] == "004930555111"  # the number that is priced
