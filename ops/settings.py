@@ -50,6 +50,7 @@ class Settings:
     callback_channel: str
     callback_context: str
     short_call_seconds: int
+    asterisk_cdr_url: str  # Asterisk's CDR database, read by `asterbill cdr-sync`
     unanswered: str
     currency: str
     display_decimals: int
@@ -59,7 +60,6 @@ class Settings:
     web_port: int
     secret_key: str
     log_level: str
-    asterisk_cdr_url: str = ""  # Asterisk's CDR database, read by `asterbill cdr-sync`
 
     def describe(self) -> dict[str, str]:
         """The settings as text, with secrets masked (for `asterbill settings` and logs)."""
@@ -121,6 +121,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         ),
         callback_context=get("ASTERBILL_CALLBACK_CONTEXT", "callback"),
         short_call_seconds=_int(env, "ASTERBILL_SHORT_CALL_SECONDS", 0, 0, 3600),
+        asterisk_cdr_url=get("ASTERBILL_ASTERISK_CDR_URL", ""),
         unanswered=_choice(env, "ASTERBILL_UNANSWERED", "record", UNANSWERED_POLICIES),
         currency=_currency(env),
         display_decimals=_int(env, "ASTERBILL_DISPLAY_DECIMALS", 2, 0, 6),
@@ -130,7 +131,6 @@ def _parse(env: Mapping[str, str]) -> Settings:
         web_port=_int(env, "ASTERBILL_WEB_PORT", 8080, 1, 65535),
         secret_key=env.get("ASTERBILL_SECRET_KEY", ""),
         log_level=_choice(env, "ASTERBILL_LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
-        asterisk_cdr_url=get("ASTERBILL_ASTERISK_CDR_URL", ""),
     )
 
 

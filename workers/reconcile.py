@@ -21,7 +21,6 @@ from lua.credit import CreditEngine, CreditError, parse_call_state
 from lua.keys import Keys
 from rating.money import format_micros, stored_micros
 from schema import AccountGroup, Cdr, Clid, CreditOperation, Reseller
-from workers.cdr_sync import OP_PREFIX as CDR_SYNC_OP_PREFIX
 from workers.settle import EndedCall
 
 LEVELS = (
@@ -110,6 +109,8 @@ def check(session: Session, engine: CreditEngine | None = None) -> list[Drift]:
 def _credit_operations(session: Session):
     """Per level: refunds - charges (micro-units), and the money operations that Redis may
     not have yet: (op id, refund - charge) of those with `applied_at` NULL."""
+    from workers.cdr_sync import OP_PREFIX as CDR_SYNC_OP_PREFIX  # (a leaf: no cycle)
+
     money = CreditOperation.kind.in_(("charge", "refund"))
     moved: dict[tuple[str, int], int] = defaultdict(int)
     for level, target_id, kind, total in session.execute(
