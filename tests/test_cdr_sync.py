@@ -12,8 +12,10 @@ import pytest
 from sqlalchemy import func, select, text
 
 from lua.credit import Pricing
+from rating.book import RedisRateBook
 from rating.money import stored_micros
 from rating.price import Rate
+from rating.store import sync_all
 from schema import (
     AccountGroup,
     CallshopRate,
@@ -324,4 +326,44 @@ def test_the_cdr_table_of_cdr_mysql_corrects_the_call_and_reports_garbage(
     assert "0 call(s) corrected" in again.stdout
     with factory() as s:
         assert s.scalar(select(func.count()).select_from(CreditOperation)) == 3
+    assert no_drift(factory, credit) == []
+
+
+def test_a_flagged_call_never_rated_is_filled_in_with_the_rates_of_its_number(priced, tmp_path):
+    """Its answer was not seen: recorded unbilled and flagged; Asterisk says it talked 6 s."""
+    factory, credit, payer, _ = priced
+    book = RedisRateBook(credit.client, credit.keys)
+    with factory() as session:
+        sync_all(session, book)
+    meta = json.dumps(
+        {
+            "channel": "Local/00493012345678@callshop-00000000;2",
+            "src": "8001",
+            "dst": "00493012345678",
+            "dialed_us": (T0 - 2000) * 1000,
+            "review": "answer_not_seen",
+            "disposition": "NO ANSWER",
+        }
+    )
+    credit.record_unpaid(CALL_A, payer, T0 - 2000, 0, T0 + 3000, 0, meta)
+    with factory() as session, session.begin():
+        settle(session, read_ended(credit, payer.reseller_id))
+
+    report = synchronize(factory, credit, read_master_rows(tmp_path), book=book)
+
+    assert "billsec 0 -> 6" in report.corrected[0]
+    with factory() as s:
+        cdr = s.scalar(select(Cdr))
+        ids = (cdr.customer_rate_id, cdr.callshop_rate_id, cdr.reseller_rate_id)
+        assert (cdr.disposition, cdr.billsec, cdr.credit) == ("ANSWERED", 6, Decimal("0.06"))
+        assert cdr.answered_at == datetime(2026, 12, 1, 22, 7, 1)
+        assert cdr.rated_number == "00493012345678" and cdr.destination == "Germany"
+        assert cdr.rate_memo == (
+            f"customer 0049 Germany (#{ids[0]}): 0.6/min, 1 s blocks | callshop 0049 Germany "
+            f"(#{ids[1]}): 0.3/min, 1 s blocks | reseller 00 World (#{ids[2]}): 0.12/min, "
+            "1 s blocks"
+        )
+        history = s.execute(select(CreditHistory.operation, CreditHistory.amount)).all()
+    assert history[0] == ("refund", Decimal("0.06"))  # credit used goes up: it was not billed
+    assert balances(factory, credit, payer)[0][:2] == (Decimal("0.06"), 60_000)
     assert no_drift(factory, credit) == []

@@ -28,8 +28,9 @@ import redis
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from lua.credit import CreditEngine, CreditError, Payer
+from lua.credit import NO_RATE, CreditEngine, CreditError, Payer
 from rating.book import RedisRateBook
+from rating.memo import pricing_fields, rate_memo, with_prefix
 from rating.money import format_micros, from_micros, stored_micros, to_micros, to_multiple
 from rating.price import Rate, price
 from rating.select import TABLES, strip_number
@@ -42,14 +43,14 @@ log = logging.getLogger("asterbill.cdr_sync")
 
 # Flags that mean "the listener did not see this call's answer or end": Asterisk knows better.
 CORRECTABLE_FLAGS = (
-    "ended_while_disconnected",
-    "ended_while_listener_down",
-    "adopted",
-    "adopted_at_resync",
+    "ended_while_disconnected",  # the connection was lost: ended at the reconnect (or loss)
+    "ended_while_listener_down",  # a restarted listener found it gone
+    "asterisk_restarted",  # ended by an Asterisk restart while the listener was away
+    "adopted_at_resync",  # found up at a resync: billed from what the listener could learn
+    "adopted_answer_unknown",  # found up and bridged, answer time unknown: billed from then
     "answer_not_seen",
-    "end_not_seen",
-    "started_while_away",
-    "billsec_measured",
+    "dial_not_seen",  # dialled while the listener was away
+    "billsec_measured",  # the listener's own receive clock, no Asterisk figure
 )
 CORRECTED = "corrected_from_asterisk_cdr"
 OP_PREFIX = "cdr-sync:"
@@ -228,14 +229,14 @@ def _prices(session, cdr, found, book, strip, short_call_seconds) -> tuple[int, 
     if found.disposition != "ANSWERED" or found.billsec <= 0:
         return (0, 0, 0)
     rates = _recorded_rates(session, cdr)
-    if rates is None:
-        rates = _rates_now(cdr, book, strip)
     group = session.get(AccountGroup, cdr.group_id)
     multiples = (
         to_multiple(group.customer_multiple),
         to_multiple(group.group_multiple),
         to_multiple(session.get(Reseller, cdr.reseller_id).multiple),
     )
+    if rates is None:
+        rates = _rates_now(session, cdr, book, strip, multiples)
     prices = [
         price(found.billsec, m, rates[t]) if rates[t] else 0
         for t, m in zip(TABLES, multiples, strict=True)
@@ -269,8 +270,9 @@ def _recorded_rates(session, cdr: Cdr) -> dict[str, Rate | None] | None:
     return rates
 
 
-def _rates_now(cdr: Cdr, book, strip) -> dict[str, Rate | None]:
-    """A call that was never rated (its answer was not seen): the rates of its number now."""
+def _rates_now(session, cdr: Cdr, book, strip, multiples) -> dict[str, Rate | None]:
+    """A call that was never rated (its answer was not seen): the rates of its number now,
+    recorded on the CDR with their memo."""
     number = cdr.rated_number or strip_number(cdr.dst, strip)
     if book is None or not number.isdigit():
         raise Skip("it was never rated and its number cannot be rated now")
@@ -281,6 +283,15 @@ def _rates_now(cdr: Cdr, book, strip) -> dict[str, Rate | None]:
         found[t].id if found[t] else None for t in TABLES
     )
     cdr.destination = (found["customer"].destination or "")[:100]
+    cdr.rated_number = number
+    fields = pricing_fields(
+        [(found[t] or NO_RATE, m) for t, m in zip(TABLES, multiples, strict=True)]
+    )
+    for index, table in enumerate(TABLES):
+        if found[table]:
+            row = session.get(RATE_MODELS[table], found[table].id)
+            with_prefix({"rates": fields}, index, row.dialprefix if row else None)
+    cdr.rate_memo = rate_memo(fields)
     return found
 
 
