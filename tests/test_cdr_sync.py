@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from lua.credit import Pricing
+from ops.errors import InvalidInput
 from rating.book import RedisRateBook
 from rating.money import stored_micros
 from rating.price import Rate
@@ -131,6 +132,11 @@ def test_a_call_billed_20_s_where_asterisk_says_6_is_refunded_once(priced, tmp_p
     master.write_text(write_master_csv(capture_rows()))
     source = read_master_csv(master)
     assert source.errors == [] and len(source.records) == 9
+    dry = synchronize(factory, credit, source.records, dry_run=True)
+    assert dry.corrected[0].startswith(f"{CALL_A}: would change billsec 20 -> 6")
+    with factory() as s:
+        assert s.scalar(select(Cdr.billsec)) == 20  # a dry run changes nothing
+        assert s.scalar(select(func.count()).select_from(CreditOperation)) == 0
 
     report = synchronize(factory, credit, source.records)
 
@@ -367,3 +373,19 @@ def test_a_flagged_call_never_rated_is_filled_in_with_the_rates_of_its_number(pr
     assert history[0] == ("refund", Decimal("0.06"))  # credit used goes up: it was not billed
     assert balances(factory, credit, payer)[0][:2] == (Decimal("0.06"), 60_000)
     assert no_drift(factory, credit) == []
+
+
+def test_asterisks_local_times_are_read_in_its_zone_and_a_bad_zone_is_refused(tmp_path):
+    master = tmp_path / "Master.csv"
+    row = {**capture_rows()[4], "start": "2026-07-01 23:59:58", "answer": "2026-07-02 00:00:00"}
+    master.write_text(write_master_csv([{**row, "end": "2026-07-02 00:00:06"}]))
+
+    [cdr] = read_master_csv(master, "Europe/Berlin").records
+
+    assert (cdr.start, cdr.answer, cdr.end) == (
+        datetime(2026, 7, 1, 21, 59, 58),  # CEST is UTC+2
+        datetime(2026, 7, 1, 22, 0, 0),
+        datetime(2026, 7, 1, 22, 0, 6),
+    )
+    with pytest.raises(InvalidInput, match="time zone 'Mars/Olympus' is not known"):
+        read_master_csv(master, "Mars/Olympus")
