@@ -40,9 +40,8 @@ from ops.errors import InvalidInput
     "the answer or end was not seen).",
 )
 @click.option("--dry-run", is_flag=True, help="Say what would change; change nothing.")
-@click.option("-v", "--verbose", is_flag=True, help="Also list Asterisk's unmatched uniqueids.")
 @click.pass_context
-def cdr_sync(ctx, csv_path, db_url, table, zone, flags, dry_run, verbose) -> None:
+def cdr_sync(ctx, csv_path, db_url, table, zone, flags, dry_run) -> None:
     """Correct the calls flagged because the listener did not see their answer or end
     (ended while disconnected, while the listener was down, adopted at a resync) from
     Asterisk's own CDRs, matched by the booth channel's Uniqueid: billsec, prices (the
@@ -63,11 +62,11 @@ def cdr_sync(ctx, csv_path, db_url, table, zone, flags, dry_run, verbose) -> Non
     flags = tuple(flags) or CORRECTABLE_FLAGS
     engine, factory = open_ledger(settings)
     credit = open_credit(settings)
+    with factory() as session:
+        uniqueids = {c.uniqueid.partition("#")[0] for c in flagged(session, flags)}
     if csv_path is not None:
-        source = read_master_csv(csv_path, zone)
+        source = read_master_csv(csv_path, zone, uniqueids)
     else:
-        with factory() as session:
-            uniqueids = {c.uniqueid.partition("#")[0] for c in flagged(session, flags)}
         source = read_cdr_table(db_url, uniqueids, table, zone)
     report = synchronize(
         factory,
@@ -88,13 +87,10 @@ def cdr_sync(ctx, csv_path, db_url, table, zone, flags, dry_run, verbose) -> Non
         click.echo(f"SKIPPED {line}")
     for line in report.not_found:
         click.echo(f"NOT FOUND {line}")
-    if verbose:
-        for uniqueid in report.unmatched_rows:
-            click.echo(f"UNMATCHED {uniqueid}: no flagged asterbill call")
     click.echo(
         f"{len(report.corrected)} call(s) {'to correct' if dry_run else 'corrected'}, "
         f"{len(report.skipped)} skipped, {len(report.not_found)} not found in Asterisk's "
-        f"CDRs, {len(report.unmatched_rows)} Asterisk uniqueid(s) of no flagged call, "
+        f"CDRs, {source.other_rows} Asterisk row(s) of other calls, "
         f"{len(source.errors)} bad row(s)"
     )
     if source.errors:

@@ -256,6 +256,7 @@ def test_a_csv_with_malformed_lines_names_each_line_and_corrects_the_rest(
     ]
     assert f"CORRECTED {CALL_A}: billsec 20 -> 6" in result.stdout
     assert "1 call(s) corrected" in result.stdout and "5 bad row(s)" in result.stdout
+    assert "8 Asterisk row(s) of other calls" in result.stdout  # read, then left out
     with factory() as s:
         assert s.scalar(select(Cdr.billsec)) == 6
     assert no_drift(factory, credit) == []

@@ -75,29 +75,44 @@ class AsteriskCdr:
 
 @dataclass
 class CdrSource:
-    """What was read: the records, and a message per line or row that was not."""
+    """What was read: the records, a message per line or row that was not, and how many
+    good rows were left out because they are of no call asked for."""
 
     records: list[AsteriskCdr]
     errors: list[str]
+    other_rows: int = 0
 
 
-def read_master_csv(path: Path, zone: str = "UTC") -> CdrSource:
+def read_master_csv(
+    path: Path, zone: str = "UTC", uniqueids: Iterable[str] | None = None
+) -> CdrSource:
+    """Every line of Master.csv, read one by one (the file grows for years); with
+    `uniqueids`, only the records of those channels are kept."""
     tz = _zone(zone)
+    wanted = None if uniqueids is None else set(uniqueids)
+    source = CdrSource([], [])
     try:
-        text = path.read_text(encoding="utf-8", errors="strict")
+        with path.open(encoding="utf-8", errors="strict", newline="") as lines:
+            for number, line in enumerate(lines, start=1):
+                if line.strip():
+                    _read_line(source, line, f"{path.name} line {number}", tz, wanted)
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"{path.name} could not be read: {exc}") from None
-    records, errors = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path.name} line {number}"
-        try:
-            cells = next(csv.reader([line], strict=True))
-            records.append(_from_csv(cells, where, tz))
-        except (csv.Error, ValueError) as exc:
-            errors.append(f"{where}: {exc}")
-    return CdrSource(records, errors)
+    return source
+
+
+def _read_line(source: CdrSource, line: str, where: str, tz: ZoneInfo, wanted) -> None:
+    # One physical line at a time: a broken quote spoils its own line, not the next ones.
+    try:
+        cells = next(csv.reader([line.rstrip("\r\n")], strict=True))
+        record = _from_csv(cells, where, tz)
+    except (csv.Error, ValueError) as exc:
+        source.errors.append(f"{where}: {exc}")
+        return
+    if wanted is None or record.uniqueid in wanted:
+        source.records.append(record)
+    else:
+        source.other_rows += 1
 
 
 def _from_csv(cells: list[str], where: str, tz: ZoneInfo) -> AsteriskCdr:
