@@ -28,10 +28,11 @@ from schema import (
     Reseller,
     ResellerRate,
 )
+from tests.ami_captures import events
 from tests.test_cli import run
 from workers import reconcile
 from workers.asterisk_cdrs import read_master_csv, write_master_csv
-from workers.cdr_sync import synchronize
+from workers.cdr_sync import choose, synchronize
 from workers.settle import read_ended, settle
 
 CAPTURE = Path(__file__).parent / "data" / "ami-captures" / "25-listener-disconnected.jsonl"
@@ -391,3 +392,38 @@ def test_asterisks_local_times_are_read_in_its_zone_and_a_bad_zone_is_refused(tm
     )
     with pytest.raises(InvalidInput, match="time zone 'Mars/Olympus' is not known"):
         read_master_csv(master, "Mars/Olympus")
+
+
+def test_a_redirected_call_is_matched_to_its_own_dial_cdr(tmp_path):
+    """Capture 23: one booth channel, two Dial CDRs (before and after the AMI Redirect); the
+    listener's calls `<uniqueid>` and `<uniqueid>#2` each take theirs."""
+    path = Path(__file__).parent / "data" / "ami-captures" / "23-ts-transfer-or-redirect.jsonl"
+    rows = []
+    for _, e in events(path):
+        if e.get("Event") == "Cdr":
+            rows.append(
+                {
+                    "src": e["Source"],
+                    "dst": e["Destination"],
+                    "channel": e["Channel"],
+                    "dstchannel": e["DestinationChannel"],
+                    "lastapp": e["LastApplication"],
+                    "start": e["StartTime"],
+                    "answer": e["AnswerTime"],
+                    "end": e["EndTime"],
+                    "duration": e["Duration"],
+                    "billsec": e["BillableSeconds"],
+                    "disposition": e["Disposition"],
+                    "uniqueid": e["UniqueID"],
+                }
+            )
+    master = tmp_path / "Master.csv"
+    master.write_text(write_master_csv(reversed(rows)))  # file order does not matter
+    records = read_master_csv(master).records
+
+    first = choose(Cdr(uniqueid="1795684623.1"), records)
+    second = choose(Cdr(uniqueid="1795684623.1#2"), records)
+
+    assert (first.billsec, first.dstchannel) == (4, "Local/0048221234567@pstn-sim-00000001;1")
+    assert (second.billsec, second.dstchannel) == (8, "Local/0033142685300@pstn-sim-00000002;1")
+    assert choose(Cdr(uniqueid="1795684623.1#3"), records) is None
