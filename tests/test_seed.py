@@ -14,7 +14,7 @@ from ops.errors import InvalidInput
 from rating.book import RedisRateBook
 from schema import AccountGroup, Clid, CustomerRate, Reseller, migrate
 from schema.db import make_engine, session_factory
-from workers.provision import load_seed, provision_redis, seed
+from workers.provision import SEED_KEYS, load_seed, provision_redis, seed
 
 DEMO = Path(__file__).resolve().parents[1] / "ops" / "demo" / "seed.yaml"
 
@@ -219,3 +219,12 @@ def test_reseeding_keeps_a_booths_lock_and_deposit_when_the_file_leaves_them_out
     with factory() as s:
         assert s.scalar(select(Clid).where(Clid.clid == "8001")).locked is False
         assert s.scalar(select(Clid.deposit).where(Clid.clid == "8001")) is None
+
+
+def test_docs_seed_md_describes_every_key_a_seed_file_may_use():
+    text = (DEMO.parents[2] / "docs" / "seed.md").read_text()
+    for kind, keys in SEED_KEYS.items():
+        missing = [k for k in sorted(keys) if f"`{k}`" not in text]
+        assert missing == [], f"docs/seed.md does not describe {kind} keys {missing}"
+    for kind in ("reseller", "group", "clid", "rates", "account"):
+        assert kind in text.lower()
