@@ -9,9 +9,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import redis
 from sqlalchemy import func, select, text
 
-from lua.credit import Pricing
+from lua.credit import CreditEngine, Pricing
 from ops.errors import InvalidInput
 from rating.book import RedisRateBook
 from rating.money import stored_micros
@@ -29,10 +30,11 @@ from schema import (
     ResellerRate,
 )
 from tests.ami_captures import events
-from tests.test_cli import run
+from tests.test_cli import free_port, run
 from workers import reconcile
 from workers.asterisk_cdrs import read_master_csv, write_master_csv
-from workers.cdr_sync import choose, synchronize
+from workers.cdr_sync import choose, follow_earlier_in_redis, synchronize
+from workers.credit_ops import reapply_pending
 from workers.settle import read_ended, settle
 
 CAPTURE = Path(__file__).parent / "data" / "ami-captures" / "25-listener-disconnected.jsonl"
@@ -427,3 +429,30 @@ def test_a_redirected_call_is_matched_to_its_own_dial_cdr(tmp_path):
     assert (first.billsec, first.dstchannel) == (4, "Local/0048221234567@pstn-sim-00000001;1")
     assert (second.billsec, second.dstchannel) == (8, "Local/0033142685300@pstn-sim-00000002;1")
     assert choose(Cdr(uniqueid="1795684623.1#3"), records) is None
+
+
+def test_with_redis_down_the_correction_waits_in_mysql_and_the_reconciler_applies_it(
+    priced, tmp_path
+):
+    factory, credit, payer, pricing = priced
+    bill_flagged_call(factory, credit, payer, pricing)
+    down = CreditEngine(redis.Redis(port=free_port(), socket_timeout=1), credit.keys)
+
+    report = synchronize(factory, down, read_master_rows(tmp_path))
+
+    assert "billsec 20 -> 6" in report.corrected[0]
+    with factory() as s:
+        assert s.scalar(select(func.count()).select_from(CreditOperation)) == 3
+        assert s.scalar(select(Clid.curcredit)) == Decimal("0.06")  # the ledger has it
+    assert credit.level(payer.reseller_id, "clid", payer.clid_id).used == 200_000  # not yet
+    assert no_drift(factory, credit) == []  # known as waiting for Redis, not as drift
+
+    assert reapply_pending(factory, credit, older_than_s=0) == 3  # the reconciler's pass
+    assert no_drift(factory, credit) == []
+
+    again = synchronize(factory, credit, read_master_rows(tmp_path))
+
+    assert again.corrected == []  # nothing applied twice, and Redis's totals caught up:
+    assert balances(factory, credit, payer)[0][:2] == (Decimal("0.06"), 60_000)
+    assert balances(factory, credit, payer)[3] == 60_000  # (balances() checks the totals)
+    assert follow_earlier_in_redis(factory, credit) == 0  # already there

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import redis
 from sqlalchemy import or_, select, update
@@ -35,7 +35,7 @@ from rating.money import format_micros, from_micros, stored_micros, to_micros, t
 from rating.price import Rate, price
 from rating.select import TABLES, strip_number
 from rating.store import MODELS as RATE_MODELS
-from schema import AccountGroup, Cdr, Clid, Reseller
+from schema import AccountGroup, Cdr, Clid, CreditOperation, Reseller
 from workers.asterisk_cdrs import AsteriskCdr
 from workers.credit_ops import CreditRequest, apply_to_redis, record_pending
 
@@ -113,6 +113,8 @@ def synchronize(
     dry_run: bool = False,
 ) -> SyncReport:
     report = SyncReport()
+    if not dry_run:
+        follow_earlier_in_redis(factory, engine)
     with factory() as session:
         todo = [(c.id, c.uniqueid, c.leg) for c in flagged(session, flags)]
     wanted = {u.partition("#")[0] for _, u, leg in todo if leg != "b"}
@@ -213,14 +215,53 @@ def _apply_one(
     return line
 
 
-def _follow_in_redis(engine, op_id: str, payer: Payer, change, unbilled: bool) -> None:
+def _follow_in_redis(engine, op_id: str, payer: Payer, change, unbilled: bool) -> str:
     """Redis's lifetime totals and the booth's unbilled amount (its deposit room) follow the
-    corrected prices. If Redis is down they stay behind (no money moves with them):
-    `reconcile --repair` rebuilds both from MySQL."""
+    corrected prices, once per op id: "OK", "ALREADY", or "" while Redis is away. Then they
+    stay behind (no money moves with them; the credit operations wait for the reconciler)
+    until the next cdr-sync run (`follow_earlier_in_redis`) or `reconcile --repair`."""
     try:
-        engine.correct_call(op_id, payer, change, unbilled)
+        return engine.correct_call(op_id, payer, change, unbilled)  # OK or ALREADY
     except (redis.ConnectionError, redis.TimeoutError, CreditError) as exc:
-        log.warning("%s: Redis totals not corrected (%s); run reconcile --repair", op_id, exc)
+        log.warning("%s: Redis totals not corrected yet (%s)", op_id, exc)
+        return ""
+
+
+def follow_earlier_in_redis(factory, engine, days: int = 30) -> int:
+    """The Redis side of the corrections of the last `days`, for those whose totals step
+    Redis missed (it was down): each call's change is read back from its credit
+    operations; a step Redis has is not applied again (its op id). Returns how many ran."""
+    cutoff = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=days)
+    changes: dict[int, list[int]] = {}
+    with factory() as session:
+        for op_id, kind, amount in session.execute(
+            select(CreditOperation.op_id, CreditOperation.kind, CreditOperation.amount).where(
+                CreditOperation.op_id.startswith(OP_PREFIX),
+                CreditOperation.created_at >= cutoff,
+            )
+        ):
+            _, cdr_id, level = op_id.split(":")
+            signed = stored_micros(amount) * (1 if kind == "refund" else -1)
+            changes.setdefault(int(cdr_id), [0, 0, 0])[LEVELS.index(level)] = signed
+        cdrs = (
+            {c.id: c for c in session.scalars(select(Cdr).where(Cdr.id.in_(changes)))}
+            if changes
+            else {}
+        )
+    done = 0
+    for cdr_id, change in changes.items():
+        cdr = cdrs.get(cdr_id)
+        if cdr is None or cdr.clid_id is None:
+            continue
+        payer = Payer(cdr.reseller_id, cdr.group_id, cdr.clid_id)
+        unbilled = cdr.billing_status == "UNBILLED"
+        outcome = _follow_in_redis(
+            engine, f"{OP_PREFIX}{cdr_id}:totals", payer, tuple(change), unbilled
+        )
+        if not outcome:
+            break  # Redis is still away: the next run
+        done += outcome == "OK"
+    return done
 
 
 def _prices(session, cdr, found, book, strip, short_call_seconds) -> tuple[int, int, int]:
