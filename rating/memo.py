@@ -40,21 +40,27 @@ def rate_memo(rates: list | None) -> str:
     parts = []
     for table, fields in zip(TABLES, rates or [], strict=False):
         try:
-            rate_id, connect, initblock, per_minute, block, multiple, destination = fields[:7]
-            prefix = str(fields[7]) if len(fields) > 7 else ""
+            part = _level_memo(table, fields)
         except (TypeError, ValueError):
             continue  # an older or damaged meta: no memo rather than a wrong one
-        if not rate_id:
-            continue
-        head = " ".join(p for p in (table, prefix, str(destination)[:24]) if p)
-        words = [f"{_money(per_minute)}/min"]
-        if connect or initblock:
-            words.append(f"connect {_money(connect)} for {initblock} s")
-        words.append(f"{block} s blocks")
-        if multiple != MULTIPLE_SCALE:
-            words.append(f"x{multiple / MULTIPLE_SCALE:g}")
-        parts.append(f"{head} (#{rate_id}): {', '.join(words)}")
+        if part:
+            parts.append(part)
     return " | ".join(parts)[:MEMO_LENGTH]
+
+
+def _level_memo(table: str, fields: list) -> str:
+    rate_id, connect, initblock, per_minute, block, multiple, destination = fields[:7]
+    prefix = str(fields[7]) if len(fields) > 7 else ""
+    if not rate_id:
+        return ""
+    head = " ".join(p for p in (table, prefix, str(destination)[:24]) if p)
+    words = [f"{_money(per_minute)}/min"]
+    if connect or initblock:
+        words.append(f"connect {_money(connect)} for {int(initblock)} s")
+    words.append(f"{int(block)} s blocks")
+    if int(multiple) != MULTIPLE_SCALE:
+        words.append(f"x{int(multiple) / MULTIPLE_SCALE:g}")
+    return f"{head} (#{int(rate_id)}): {', '.join(words)}"
 
 
 def _money(micros: int) -> str:
