@@ -96,6 +96,14 @@ class Pricing:
             out += [rate.id, rate.connect, rate.initblock, rate.per_minute, rate.block, multiple]
         return out
 
+    def levels(self) -> list[tuple[Rate, int]]:
+        """(rate, multiple) of the customer, callshop and reseller levels."""
+        return [
+            (self.customer, self.customer_multiple),
+            (self.callshop, self.callshop_multiple),
+            (self.reseller, self.reseller_multiple),
+        ]
+
 
 @dataclass(frozen=True)
 class Authorization:
@@ -411,6 +419,30 @@ class CreditEngine:
             [op_id, kind, prefix, value],
         )
         return Outcome(_text(reply[0])), int(reply[1])
+
+    def correct_call(
+        self,
+        op_id: str,
+        payer: Payer,
+        change: tuple[int, int, int],
+        unbilled: bool,
+    ) -> str:
+        """A settled call's prices changed by `change` (customer, callshop, reseller, signed
+        micro-units): the levels' lifetime totals and, while `unbilled`, the booth's unbilled
+        amount follow, once per op id (lua/correctCall-2.lua). "OK" or "ALREADY"."""
+        reply = _call(
+            self.scripts.correct_call,
+            [self.keys.balances(payer.reseller_id), self.keys.applied_ops(payer.reseller_id)],
+            [
+                op_id,
+                f"c{payer.clid_id}",
+                f"g{payer.group_id}",
+                f"r{payer.reseller_id}",
+                *change,
+                1 if unbilled else 0,
+            ],
+        )
+        return _text(reply)
 
     # -- reading -----------------------------------------------------------------------
     def level(self, reseller_id: int, level: str, level_id: int) -> LevelState:

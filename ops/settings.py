@@ -54,6 +54,7 @@ class Settings:
     callback_channel: str
     callback_context: str
     short_call_seconds: int
+    asterisk_cdr_url: str  # Asterisk's CDR database, read by `asterbill cdr-sync`
     unanswered: str
     currency: str
     display_decimals: int
@@ -77,7 +78,7 @@ class Settings:
             value = getattr(self, f.name)
             if f.name in masked:
                 value = "(set)" if value else "(empty)"
-            elif f.name == "database_url":
+            elif f.name in ("database_url", "asterisk_cdr_url"):
                 value = _mask_url_password(value)
             elif isinstance(value, tuple):
                 value = ",".join(value)
@@ -133,6 +134,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         ),
         callback_context=get("ASTERBILL_CALLBACK_CONTEXT", "callback"),
         short_call_seconds=_int(env, "ASTERBILL_SHORT_CALL_SECONDS", 0, 0, 3600),
+        asterisk_cdr_url=get("ASTERBILL_ASTERISK_CDR_URL", ""),
         unanswered=_choice(env, "ASTERBILL_UNANSWERED", "record", UNANSWERED_POLICIES),
         currency=_currency(env),
         display_decimals=_int(env, "ASTERBILL_DISPLAY_DECIMALS", 2, 0, 6),

@@ -237,3 +237,10 @@ def _owners(row, level: str) -> tuple[int, int | None, int | None]:
     if level == "group":
         return row.reseller_id, row.id, None
     return row.group.reseller_id, row.group_id, row.id
+
+
+def record_pending(session: Session, request: CreditRequest) -> _Pending:
+    """Step 1 inside a caller's larger transaction (e.g. a CDR corrected by `cdr-sync`);
+    the caller runs `apply_to_redis` on the result after its commit."""
+    op = record(session, request)[0]
+    return _Pending.of(session, op)

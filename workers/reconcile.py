@@ -109,6 +109,8 @@ def check(session: Session, engine: CreditEngine | None = None) -> list[Drift]:
 def _credit_operations(session: Session):
     """Per level: refunds - charges (micro-units), and the money operations that Redis may
     not have yet: (op id, refund - charge) of those with `applied_at` NULL."""
+    from workers.cdr_sync import OP_PREFIX as CDR_SYNC_OP_PREFIX  # (a leaf: no cycle)
+
     money = CreditOperation.kind.in_(("charge", "refund"))
     moved: dict[tuple[str, int], int] = defaultdict(int)
     for level, target_id, kind, total in session.execute(
@@ -118,7 +120,8 @@ def _credit_operations(session: Session):
             CreditOperation.kind,
             func.sum(CreditOperation.amount),
         )
-        .where(money)
+        # cdr-sync's corrections are already in the corrected CDR prices (workers/cdr_sync.py)
+        .where(money, ~CreditOperation.op_id.startswith(CDR_SYNC_OP_PREFIX))
         .group_by(CreditOperation.level, CreditOperation.target_id, CreditOperation.kind)
     ):
         moved[(level, target_id)] += stored_micros(total) * (1 if kind == "refund" else -1)

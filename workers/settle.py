@@ -104,6 +104,7 @@ def settle(session: Session, calls: list[EndedCall]) -> SettleReport:
     # worker racing another on the same calls fails on it, rolls back, retries, and then
     # finds them here.
     existing = settled_ids(session, ids)
+    add_rate_memos(session, calls)
     fresh = [c for c in calls if c.call_id not in existing]
     report.already = len(calls) - len(fresh)
     if not fresh:
@@ -140,6 +141,8 @@ def cdr_row(c: EndedCall) -> dict:
         "hangup_cause": m.get("hangup_cause"),
         "hangup_cause_text": (m.get("hangup_cause_text") or "")[:64],
         "destination": (m.get("destination") or "")[:100],
+        "rated_number": str(m.get("rated_number") or "")[:80],
+        "rate_memo": m.get("rate_memo", ""),  # add_rate_memos
         "customer_rate_id": c.rate_ids[0] or None,
         "callshop_rate_id": c.rate_ids[1] or None,
         "reseller_rate_id": c.rate_ids[2] or None,
@@ -149,6 +152,29 @@ def cdr_row(c: EndedCall) -> dict:
         "review_reason": ",".join(flags)[:64],
         "settled_at": datetime.now(UTC).replace(tzinfo=None),
     }
+
+
+def add_rate_memos(session: Session, calls: list[EndedCall]) -> None:
+    """Each call's meta gets its `rate_memo` (rating/memo.py): the rates the listener
+    priced it with (meta `rates`), each with the dial prefix of its row (the listener knows
+    the numbers, not the prefix they were found by), only for the levels a rate priced (the
+    ended record's rate ids: unpaid calls have none). One query per rate table per batch."""
+    from rating.memo import rate_memo, with_prefix
+    from rating.store import MODELS  # the SQL rate models
+
+    for index, model in enumerate(MODELS.values()):
+        ids = {c.rate_ids[index] for c in calls if c.rate_ids[index]}
+        if not ids:
+            continue
+        query = select(model.id, model.dialprefix).where(model.id.in_(ids))
+        found = {rate_id: prefix for rate_id, prefix in session.execute(query)}
+        for c in calls:
+            with_prefix(c.meta, index, found.get(c.rate_ids[index]))
+    for c in calls:
+        if isinstance(c.meta, dict):
+            rates = c.meta.get("rates") or []
+            priced = [r if i else None for r, i in zip(rates, c.rate_ids, strict=False)]
+            c.meta["rate_memo"] = rate_memo(priced)
 
 
 def split_call_id(call_id: str) -> tuple[str, str]:
