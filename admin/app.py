@@ -16,7 +16,7 @@ from flask_admin.theme import Bootstrap4Theme
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
-from admin import auth, credit_page, portal, rate_import, views
+from admin import auth, credit_page, dead_letters, portal, rate_import, views
 from admin.extensions import babel, csrf, db
 from lua.credit import CreditEngine
 from lua.keys import Keys
@@ -72,6 +72,7 @@ def create_app(settings: Settings) -> Flask:
         index_view=views.Home(url="/admin"),
     )
     views.register(back_office)
+    dead_letters.register(back_office)  # issue 12: calls settlement could not write
     back_office.add_view(credit_page.CreditPage(name="Credit", endpoint="credit"))
     back_office.add_view(
         rate_import.RateImportPage(
