@@ -21,6 +21,13 @@ from lua.credit import CreditEngine, CreditError, parse_call_state
 from lua.keys import Keys
 from rating.money import format_micros, stored_micros
 from schema import AccountGroup, Cdr, Clid, CreditOperation, DeadLetter, Reseller
+from workers.reconcile_levels import (
+    Finding,
+    configuration,
+    over_limits,
+    pending_attributes,
+    phantom_calls,
+)
 from workers.settle import EndedCall
 
 LEVELS = (
@@ -46,10 +53,11 @@ class Drift:
         )
 
 
-def check(session: Session, engine: CreditEngine | None = None) -> list[Drift]:
+def check(session: Session, engine: CreditEngine | None = None) -> list[Drift | Finding]:
     drifts: list[Drift] = []
     pending = _redis_pending(engine) if engine is not None else {}
     moved, unapplied = _credit_operations(session)
+    pending_config = pending_attributes(session)
     for name, model, column, own in LEVELS:
         sums = _price_sums(session, Cdr, column)
         # dead letters (calls that could not be CDRs) carry their prices like CDRs
@@ -74,6 +82,7 @@ def check(session: Session, engine: CreditEngine | None = None) -> list[Drift]:
                     Drift(name, level.id, "MySQL lifetime totals (sum)", sum(cdr), sum(totals))
                 )
             if engine is None:
+                drifts.extend(over_limits(name, level, None))
                 continue
             reseller_id = (
                 level.id
@@ -82,13 +91,17 @@ def check(session: Session, engine: CreditEngine | None = None) -> list[Drift]:
             )
             expected = cur + pending.get((name, level.id), 0)
             try:
-                used = engine.level(reseller_id, name, level.id).used
+                state = engine.level(reseller_id, name, level.id)
             except CreditError:
                 # Not in Redis. Harmless while MySQL says 0 (provisioning starts it from
                 # MySQL); otherwise Redis lost it: `reconcile --repair`.
                 if expected:
                     drifts.append(Drift(name, level.id, "Redis used (level missing)", expected, 0))
+                drifts.extend(over_limits(name, level, None))
                 continue
+            used = state.used
+            drifts.extend(configuration(name, level, state, pending_config))
+            drifts.extend(over_limits(name, level, state))
             waiting = unapplied.get((name, level.id), [])
             if waiting:
                 known = engine.client.hmget(
@@ -97,6 +110,8 @@ def check(session: Session, engine: CreditEngine | None = None) -> list[Drift]:
                 expected -= sum(m for (_, m), k in zip(waiting, known, strict=True) if k is None)
             if used != expected:
                 drifts.append(Drift(name, level.id, "Redis used", expected, used))
+    if engine is not None:
+        drifts.extend(phantom_calls(engine))
     return drifts
 
 
