@@ -82,9 +82,10 @@ def worker(ctx: click.Context, burst: bool) -> None:
                 move_due(queue)
             # SimpleWorker: no fork per job, so the job's database and Redis connections are
             # kept (RQ's forking worker re-opened them for every job; docs/benchmarks.md).
-            SettleWorker(queues, connection=credit.client).work(
-                burst=burst, logging_level=settings.log_level
-            )
+            rq_worker = SettleWorker(queues, connection=credit.client)
+            rq_worker.work(burst=burst, logging_level=settings.log_level)
+            if rq_worker._stop_requested:  # SIGTERM / SIGINT: a real stop, not an outage
+                return
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.warning("worker: Redis unreachable (%s); starting again when it answers", exc)
         if burst:

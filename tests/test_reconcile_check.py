@@ -31,7 +31,7 @@ def findings(factory, credit) -> list[str]:
 def test_check_fails_on_a_limit_lock_deposit_or_type_drift_and_repair_fixes_it(
     ledger, fresh_mysql_url, key_prefix, tmp_path
 ):
-    factory, credit, payer = ledger
+    _, credit, payer = ledger
     env = env_of(fresh_mysql_url, key_prefix)
     assert run("reconcile", "--check", env=env, cwd=tmp_path).returncode == 0
     key = credit.keys.balances(payer.reseller_id)

@@ -101,3 +101,30 @@ def test_an_unreadable_record_is_a_dead_letter_not_a_stuck_batch(ledger):
         letter = session.scalars(select(DeadLetter)).one()
         assert letter.raw_meta == "{not json" and "unreadable" in letter.error
         assert reconcile.check(session, credit) == []
+
+
+def test_a_second_different_record_of_a_settled_call_keeps_its_money_for_review(ledger):
+    """Seen in the soak: Redis lost a call's end with the last second of its append-only
+    file, billed the call on, and ended it again later; settlement skipped the second
+    record as already settled, and its price vanished from the ledger."""
+    factory, credit, payer = ledger
+    place(credit, payer, "twice", {}, billsec=7)
+    settle_pending(factory, credit, payer.reseller_id)
+    place(credit, payer, "twice", {}, billsec=109)  # the same call id, billed on
+    used = credit.level(payer.reseller_id, "clid", payer.clid_id).used
+
+    report = settle_pending(factory, credit, payer.reseller_id)
+
+    assert (report.already, report.dead) == (1, 1)
+    assert read_ended(credit, payer.reseller_id) == []
+    with factory() as session:
+        letter = session.scalars(select(DeadLetter)).one()
+        assert "second record of a settled call" in letter.error
+        assert letter.call_id == "twice" and letter.credit == Decimal("0.800000")
+        assert session.get(Clid, payer.clid_id).curcredit * 10**6 == used
+        assert reconcile.check(session, credit) == []
+    # the same second record again changes nothing
+    place(credit, payer, "twice", {}, billsec=109)
+    settle_pending(factory, credit, payer.reseller_id)
+    with factory() as session:
+        assert session.scalar(select(func.count()).select_from(DeadLetter)) == 1

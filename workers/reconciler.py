@@ -25,7 +25,7 @@ from workers import reconcile
 from workers.credit_ops import reapply_pending
 from workers.jobs import request_settlement, settle_queue
 from workers.recovery import Recovery, move_due
-from workers.settle import forget_settled, settled_ids
+from workers.settle import forget_settled, read_ended, settle, settled_ids
 
 log = logging.getLogger("asterbill.reconciler")
 
@@ -63,6 +63,9 @@ def reconcile_once(
 
 
 def _forget_settled(factory, credit: CreditEngine, reseller_id: int, limit: int = 2000) -> int:
+    """Ended calls whose CDR is already in MySQL (a worker died between its commit and its
+    clean-up): settled again (nothing is written, unless a record differs from its CDR: a
+    dead letter then) and forgotten in Redis."""
     ids = []
     for key, _ in credit.client.hscan_iter(credit.keys.ended(reseller_id), count=limit):
         ids.append(key.decode())
@@ -71,9 +74,13 @@ def _forget_settled(factory, credit: CreditEngine, reseller_id: int, limit: int 
     with factory() as session:
         settled = sorted(settled_ids(session, ids))
     if settled:
-        forget_settled(credit, reseller_id, settled)
-        log.info("reseller %d: %d settled calls forgotten in Redis", reseller_id, len(settled))
-    return len(settled)
+        calls = [c for c in read_ended(credit, reseller_id, None) if c.call_id in set(settled)]
+        with factory() as session, session.begin():
+            settle(session, calls)
+        forget_settled(credit, reseller_id, [c.call_id for c in calls])
+        log.info("reseller %d: %d settled calls forgotten in Redis", reseller_id, len(calls))
+        return len(calls)
+    return 0
 
 
 def run_forever(factory, credit: CreditEngine, every_s: float, check_every_s: float = 60.0) -> None:

@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, Stateme
 from sqlalchemy.orm import Session
 
 from lua.credit import CreditEngine
-from rating.money import from_micros
+from rating.money import from_micros, stored_micros
 from schema import AccountGroup, Cdr, Clid, DeadLetter, Reseller
 from workers.bounds import UnwritableCall, bounded, call_key, raw_text
 
@@ -130,6 +130,14 @@ def settle(session: Session, calls: list[EndedCall]) -> SettleReport:
     existing = settled_ids(session, ids)
     fresh = [c for c in calls if c.call_id not in existing]
     report.already = len(calls) - len(fresh)
+    # A second, different record of a settled call (Redis lost the end with the last second
+    # of its append-only file and billed the call on): Redis charged its prices, so they are
+    # kept as a dead letter for review instead of vanishing from the ledger.
+    second = differing_records(session, [c for c in calls if c.call_id in existing])
+    if second:
+        write_dead_letters(session, second, key=second_key)
+        add_to_balances(session, [c for c, _ in second])
+        report.dead += len(second)
     if not fresh:
         return report
     rows, dead = [], []
@@ -150,7 +158,55 @@ def settle(session: Session, calls: list[EndedCall]) -> SettleReport:
     return report
 
 
-def write_dead_letters(session: Session, dead: list[tuple[EndedCall, str]]) -> None:
+def differing_records(session: Session, calls: list[EndedCall]) -> list[tuple[EndedCall, str]]:
+    """Those of `calls` (all settled before) whose prices differ from their CDR's, with
+    the reason; a record already kept as a dead letter is not kept twice."""
+    if not calls:
+        return []
+    cdrs = {
+        (u if leg == LEG else f"{u}:{leg}"): (billsec, prices)
+        for u, leg, billsec, *prices in session.execute(
+            select(
+                Cdr.uniqueid,
+                Cdr.leg,
+                Cdr.billsec,
+                Cdr.credit,
+                Cdr.callshop_credit,
+                Cdr.reseller_credit,
+            ).where(Cdr.uniqueid.in_({split_call_id(c.call_id)[0] for c in calls}))
+        )
+    }
+    out = []
+    for c in calls:
+        if c.call_id not in cdrs:
+            continue  # a dead letter already
+        billsec, prices = cdrs[c.call_id]
+        if [stored_micros(p) for p in prices] == list(c.prices):
+            continue  # the same call again: nothing to add
+        out.append(
+            (
+                c,
+                f"second record of a settled call: its CDR has billsec {billsec}, prices "
+                f"{'/'.join(str(p) for p in prices)}; this one billsec {c.billsec}, prices "
+                f"{'/'.join(str(from_micros(p)) for p in c.prices)} (charged live by Redis)",
+            )
+        )
+    keys = {second_key(c): (c, why) for c, why in out}
+    if keys:
+        kept = set(
+            session.scalars(select(DeadLetter.call_key).where(DeadLetter.call_key.in_(keys)))
+        )
+        out = [v for k, v in keys.items() if k not in kept]
+    return out
+
+
+def second_key(c: EndedCall) -> str:
+    """A second record's dead-letter key: the call id and the record (a replay of the same
+    record is the same dead letter)."""
+    return call_key(f"{c.call_id}\n{c.raw_record}")
+
+
+def write_dead_letters(session: Session, dead: list[tuple[EndedCall, str]], key=None) -> None:
     """Calls that cannot be CDRs: their raw data and error, flagged for review. Their
     prices go to the balances with the batch (Redis charged them live)."""
     for c, error in dead:
@@ -159,7 +215,7 @@ def write_dead_letters(session: Session, dead: list[tuple[EndedCall, str]]) -> N
         insert(DeadLetter.__table__),
         [
             {
-                "call_key": call_key(c.call_id),
+                "call_key": (key or (lambda c: call_key(c.call_id)))(c),
                 "call_id": c.call_id[:255],
                 "reseller_id": c.reseller_id or None,
                 "group_id": c.group_id or None,
