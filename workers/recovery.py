@@ -142,8 +142,15 @@ class Recovery:
             FailedJobRegistry(queue=queue).requeue(job)
             return "failed"
         if status == JobStatus.QUEUED and job_id.encode() not in client.lrange(queue.key, 0, -1):
-            queue.enqueue_job(job)  # a job hash no queue holds (a mover died halfway)
+            # a job hash no queue holds (a mover died halfway); on two passes, as a worker
+            # may be taking it out of the queue right now
+            first = self.missing_since.setdefault(f"queued:{job_id}", time.monotonic())
+            if time.monotonic() - first < ABANDONED_AFTER_S:
+                return None
+            self.missing_since.pop(f"queued:{job_id}", None)
+            queue.enqueue_job(job)
             return "lost"
+        self.missing_since.pop(f"queued:{job_id}", None)
         if status in (JobStatus.FINISHED, JobStatus.STOPPED, JobStatus.CANCELED):
             job.delete()  # frees the unique id; the next request makes a new job
             return "finished"
