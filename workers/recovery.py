@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import redis
 from rq import Queue, SimpleWorker
+from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
@@ -161,8 +162,13 @@ def _release(queue: Queue, job: Job) -> None:
     """An abandoned job (its worker died mid-job): out of the started registry, back to
     the queue. The job is idempotent, so running it again is safe."""
     started = StartedJobRegistry(queue=queue)
-    for member in _executions(queue.connection, started.key, job.id):
-        queue.connection.zrem(started.key, member)
+    with queue.connection.pipeline() as pipe:
+        for member in _executions(queue.connection, started.key, job.id):
+            # the dead run's execution, gone from every index at once: a later run that
+            # lists the job's executions must not meet a half-deleted one ("Execution ...
+            # not found in Redis", seen after RQ's own abandoned-job retries)
+            Execution.from_composite_key(member, queue.connection).delete(job, pipe)
+        pipe.execute()
     queue.enqueue_job(job)
     log.warning("settlement job %s was abandoned (its worker died): requeued", job.id)
 
