@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import secrets
@@ -318,6 +319,9 @@ class Soak:
 
         out = figures(self, drained)
         out["timeline"] = self.log
+        with (self.folder / "tap.jsonl").open("w") as f:  # the ground truth, call by call
+            for call in self.tap.snapshot().values():
+                f.write(json.dumps(call.__dict__) + "\n")
         return out
 
     def close(self, keep: bool) -> None:
