@@ -16,7 +16,7 @@ from flask_admin.theme import Bootstrap4Theme
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
-from admin import auth, credit_page, password_page, portal, rate_import, views
+from admin import auth, credit_page, dead_letters, password_page, portal, rate_import, views
 from admin.credit_operations_view import CreditOperationView
 from admin.extensions import babel, csrf, db
 from lua.credit import CreditEngine
@@ -82,6 +82,7 @@ def create_app(settings: Settings) -> Flask:
         index_view=views.Home(url="/admin"),
     )
     views.register(back_office)
+    dead_letters.register(back_office)  # issue 12: calls settlement could not write
     back_office.add_view(credit_page.CreditPage(name="Credit", endpoint="credit"))
     back_office.add_view(password_page.PasswordPage(name=_l("Password"), endpoint="password"))
     back_office.add_view(  # every operation, lock to deposit, with who and when

@@ -57,6 +57,7 @@ class Outcome(enum.StrEnum):
     HANGUP = "HANGUP"
     ALREADY = "ALREADY"
     ENDED = "ENDED"
+    STALE = "STALE"  # a credit operation older than the value Redis has: nothing changed
 
 
 class CreditError(Exception):
@@ -410,13 +411,17 @@ class CreditEngine:
         level: str,
         level_id: int,
         value: int | str = "",
+        version: int | None = None,
     ) -> tuple[Outcome, int]:
-        """Apply one credit operation once; level is "clid", "group" or "reseller"."""
+        """Apply one credit operation once; level is "clid", "group" or "reseller".
+        `version` (the MySQL row id): an absolute operation older than the last one applied
+        to the same attribute changes nothing (Outcome.STALE)."""
         prefix = {"clid": "c", "group": "g", "reseller": "r"}[level] + str(level_id)
+        args = [op_id, kind, prefix, value] + ([] if version is None else [version])
         reply = _call(
             self.scripts.credit_op,
             [self.keys.balances(reseller_id), self.keys.applied_ops(reseller_id)],
-            [op_id, kind, prefix, value],
+            args,
         )
         return Outcome(_text(reply[0])), int(reply[1])
 

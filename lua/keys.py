@@ -72,6 +72,11 @@ class Keys:
         """Hash: credit operation id -> kind|level|used before (applied once)."""
         return f"{self.tag(reseller_id)}:ops"
 
+    def last_resync(self) -> str:
+        """Hash: the listener's last resync with Asterisk: `at_ms` and `live` (JSON list of
+        the uniqueids CoreShowChannels listed), read by `reconcile --check`."""
+        return f"{self.prefix}:listener:resync"
+
     def payers(self) -> str:
         """Hash: payer key (caller id, peer or accountcode) -> `reseller|group|clid`."""
         return f"{self.prefix}:payers"

@@ -163,7 +163,12 @@ class _Pending:
 def apply_to_redis(factory, engine: CreditEngine, op: _Pending) -> bool:
     """Steps 2 and 3. False when Redis could not be reached (the reconciler retries)."""
     try:
-        engine.credit_op(op.reseller_id, op.op_id, op.kind, op.level, op.target_id, op.value)
+        # the row id as version: an older absolute value never lands over a newer one
+        outcome, _ = engine.credit_op(
+            op.reseller_id, op.op_id, op.kind, op.level, op.target_id, op.value, version=op.id
+        )
+        if outcome == "STALE":
+            log.info("credit op %s: a newer %s was applied first; skipped", op.op_id, op.kind)
     except CreditError as exc:
         if exc.code != "ERR_UNKNOWN_LEVEL":
             raise

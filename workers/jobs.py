@@ -8,7 +8,8 @@ thousand times a second makes one job, and that job settles everything waiting i
 backlog is shared fairly between resellers; the next request (the listener's, or the
 reconciler's sweep) goes on.
 Failures are retried with backoff, then kept in RQ's failed registry, where the reconciler
-requeues them while calls are still waiting.
+requeues them while calls are still waiting. A running job holds a lease (workers/recovery):
+a job whose worker was killed is handed back within seconds, not after its timeout.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ log = logging.getLogger("asterbill.jobs")
 
 BATCH = 2000
 BUDGET_S = 20.0
-JOB_TIMEOUT_S = 120  # an abandoned job (its worker killed) is retried after this
+# The budget plus one slow batch: a job stuck longer (MySQL stopped) is failed and retried.
+# An abandoned job (its worker killed) does not wait for it: its lease says so in seconds.
+JOB_TIMEOUT_S = 60
 RETRY = Retry(max=5, interval=[1, 2, 5, 10, 30])
 
 
@@ -66,18 +69,25 @@ def request_settlement(queue: Queue, reseller_id: int) -> bool:
 def settle_reseller(reseller_id: int) -> dict:
     """The job: settle the reseller's waiting calls until none is left or the budget is
     spent. Raises (so RQ retries it) when MySQL fails; the calls stay in Redis."""
+    from rq import get_current_job
+
+    from workers.recovery import JobLease
+
     settings = load_settings()
     credit = _credit(settings.redis_url, settings.key_prefix)
     total = SettleReport()
     deadline = time.monotonic() + BUDGET_S
+    job = get_current_job()
+    queue = settle_queue(credit.client, settings.key_prefix)
     try:
         factory = _factory(settings.database_url)
-        while True:
-            report = settle_pending(factory, credit, reseller_id, BATCH)
-            total.written += report.written
-            total.already += report.already
-            if report.written + report.already < BATCH or time.monotonic() > deadline:
-                return {"written": total.written, "already": total.already}
+        with JobLease(queue, reseller_id, job.id if job is not None else None):
+            while True:
+                report = settle_pending(factory, credit, reseller_id, BATCH)
+                total.written += report.written
+                total.already += report.already
+                if report.written + report.already < BATCH or time.monotonic() > deadline:
+                    return {"written": total.written, "already": total.already}
     except Exception as exc:
         _log_waiting(credit, reseller_id, exc)
         raise
