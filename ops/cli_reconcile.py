@@ -66,9 +66,11 @@ def reconcile(
         )
     else:
         from workers.reconcile import check
+        from workers.rollup import differences as rollup_differences
 
         with factory() as session:
             drifts = check(session, credit)
+            drifts += rollup_differences(session.connection())  # issue 16: rollup == CDRs
         for drift in drifts:
             click.echo(f"DRIFT {drift}")
         if drifts:

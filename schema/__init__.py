@@ -10,6 +10,7 @@ from schema.base import Base
 from schema.calls import Callback, Cdr
 from schema.credit import CreditHistory, CreditOperation
 from schema.rates import CallshopRate, CustomerRate, ResellerRate
+from schema.reports import CdrRollup
 from schema.tenants import Account, AccountGroup, Clid, Reseller
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "Callback",
     "CallshopRate",
     "Cdr",
+    "CdrRollup",
     "Clid",
     "CreditHistory",
     "CreditOperation",

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from lua.credit import CreditEngine
 from rating.money import from_micros
 from schema import AccountGroup, Cdr, Clid, Reseller
+from workers.rollup import add_cdrs
 
 log = logging.getLogger("asterbill.settle")
 LEG = "booth"
@@ -109,6 +110,7 @@ def settle(session: Session, calls: list[EndedCall]) -> SettleReport:
     if not fresh:
         return report
     session.execute(insert(Cdr.__table__), [cdr_row(c) for c in fresh])
+    add_cdrs(session, [cdr_row(c) for c in fresh])  # the report rollup, same transaction
     add_to_balances(session, fresh)
     report.written = len(fresh)
     return report

@@ -1,0 +1,146 @@
+"""The CDR rollup on real MariaDB: kept by settlement, exact after retries, replays and
+check-outs, and equal to a rebuild from the CDRs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import func, select
+
+from schema import Cdr, CdrRollup
+from tests.ledger import place_calls
+from workers.rollup import differences, move_billing, rebuild
+from workers.settle import read_ended, settle, settle_pending
+
+
+def rollup_totals(factory):
+    with factory() as session:
+        return session.execute(
+            select(
+                func.sum(CdrRollup.calls),
+                func.sum(CdrRollup.answered),
+                func.sum(CdrRollup.billsec),
+                func.sum(CdrRollup.billed_minutes),
+                func.sum(CdrRollup.credit),
+                func.sum(CdrRollup.callshop_credit),
+                func.sum(CdrRollup.reseller_credit),
+            )
+        ).one()
+
+
+def test_settlement_keeps_the_rollup_equal_to_the_cdrs(ledger):
+    factory, credit, payer = ledger
+    place_calls(credit, payer, [150, 30, 0])
+
+    settle_pending(factory, credit, payer.reseller_id)
+
+    calls, answered, billsec, minutes, amount, shop, reseller = rollup_totals(factory)
+    assert (calls, answered, billsec, minutes) == (3, 3, 180, 4)
+    assert (amount, shop, reseller) == (
+        Decimal("1.600000"),
+        Decimal("0.480000"),
+        Decimal("0.240000"),
+    )
+    with factory() as session:
+        assert differences(session.connection()) == []
+        row = session.scalars(select(CdrRollup)).first()
+    assert row.hour.minute == 0 and row.reseller_id == payer.reseller_id
+
+
+def test_a_retried_batch_adds_nothing_to_the_rollup(ledger):
+    """A worker that committed and crashed before forgetting the calls in Redis: the next run
+    settles the same calls again (and a second run after that)."""
+    factory, credit, payer = ledger
+    place_calls(credit, payer, [150, 30])
+    calls = read_ended(credit, payer.reseller_id)
+    for _ in range(3):  # the first run, then two replays of the same batch
+        with factory() as session, session.begin():
+            settle(session, calls)
+    settle_pending(factory, credit, payer.reseller_id)  # and the normal path on top
+
+    assert rollup_totals(factory)[:4] == (2, 2, 180, 4)
+    with factory() as session:
+        assert differences(session.connection()) == []
+
+
+def test_a_rolled_back_batch_leaves_the_rollup_untouched(ledger):
+    factory, credit, payer = ledger
+    place_calls(credit, payer, [60])
+    calls = read_ended(credit, payer.reseller_id)
+    with factory() as session, session.begin():
+        settle(session, calls)
+        session.rollback()
+    assert rollup_totals(factory)[0] is None
+    settle_pending(factory, credit, payer.reseller_id)
+    assert rollup_totals(factory)[0] == 1
+
+
+def test_a_check_out_moves_the_figures_to_billed(ledger):
+    factory, credit, payer = ledger
+    place_calls(credit, payer, [150, 30, 45])
+    settle_pending(factory, credit, payer.reseller_id)
+
+    def check_out(cdr):
+        cdr.billing_status, cdr.payment, cdr.billed_by = "BILLED", "cash", None
+        cdr.billed_at = datetime(2026, 12, 1, 12)
+
+    with factory() as session, session.begin():
+        two = session.scalars(
+            select(Cdr).where(Cdr.uniqueid.in_(("call-0", "call-1"))).with_for_update()
+        ).all()
+        move_billing(session, two, check_out)
+
+    with factory() as session:
+        by_status = dict(
+            session.execute(
+                select(CdrRollup.billing_status, func.sum(CdrRollup.credit)).group_by(
+                    CdrRollup.billing_status
+                )
+            ).all()
+        )
+        assert differences(session.connection()) == []
+    assert by_status == {"BILLED": Decimal("1.600000"), "UNBILLED": Decimal("0.400000")}
+
+
+def test_rebuild_equals_what_settlement_kept_and_the_check_finds_drift(ledger):
+    factory, credit, payer = ledger
+    place_calls(credit, payer, [150, 30, 0])
+    settle_pending(factory, credit, payer.reseller_id)
+    kept = rollup_totals(factory)
+
+    with factory() as session, session.begin():
+        session.execute(CdrRollup.__table__.update().values(credit=CdrRollup.credit + 1))
+    with factory() as session:
+        drift = differences(session.connection())
+    assert len(drift) == 1 and "rollup" in drift[0]
+
+    with factory() as session, session.begin():
+        assert rebuild(session.connection()) == 1
+    assert rollup_totals(factory) == kept
+    with factory() as session:
+        assert differences(session.connection()) == []
+
+
+def test_reconcile_check_reports_a_rollup_that_disagrees(
+    ledger, fresh_mysql_url, key_prefix, tmp_path
+):
+    from tests.conftest import REDIS_SERVER
+    from tests.test_cli import run
+
+    factory, credit, payer = ledger
+    place_calls(credit, payer, [61])
+    settle_pending(factory, credit, payer.reseller_id)
+    env = {
+        "DATABASE_URL": fresh_mysql_url,
+        "REDIS_URL": REDIS_SERVER,
+        "ASTERBILL_KEY_PREFIX": key_prefix,
+    }
+    assert run("reconcile", "--check", env=env, cwd=tmp_path).returncode == 0
+    with factory() as session, session.begin():
+        session.execute(CdrRollup.__table__.update().values(billsec=CdrRollup.billsec + 1))
+
+    result = run("reconcile", "--check", env=env, cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert "DRIFT rollup" in result.stdout and "CDRs (1, 1, 61, 2," in result.stdout
