@@ -17,6 +17,7 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from admin import display, scope
+from admin.charts import report_charts
 from admin.extensions import db
 from admin.report_query import (
     BILLING,
@@ -184,8 +185,15 @@ class ReportPage(BaseView):
             timezone=tz.key,
             fractional=report is not None and fractional_offset(tz, f.start, f.end),
             currency=current_app.config["ASTERBILL_CURRENCY"],
+            charts=report_charts(report, role, {k: str(v) for k, v in LABELS.items()}, _shown)
+            if report
+            else [],
         )
         return (page, 400) if error else page
+
+
+def _shown(value) -> Decimal:
+    return Decimal(display.money_text(value))
 
 
 def _options(user) -> dict:

@@ -290,3 +290,30 @@ def test_columns_by_role_never_give_an_operator_a_cost():
         COLUMNS["operator"]
     )
     assert "reseller_credit" not in COLUMNS["groupadmin"]
+
+
+def test_charts_are_inline_svg_with_only_the_roles_figures(reports):
+    app, *_ = reports
+    base = "/admin/reports/?period=custom&from=2026-03-01&to=2026-04-30&group_by="
+    for group_by, titles in (
+        ("day", ["Customer amount", "Shop margin"]),
+        ("hour", ["Calls", "ASR %"]),
+        ("callshop", ["Customer amount", "Calls"]),
+    ):
+        page = login(app, "gaA1").get(base + group_by).get_data(as_text=True)
+        charts = page.split('id="report-charts"')[1].split("</div>")[0]
+        assert charts.count("<svg") == 2 and "<script" not in charts
+        for title in titles:
+            assert f"<title>{title}</title>" in charts, group_by
+    page = login(app, "opA1").get(base + "day").get_data(as_text=True)
+    charts = page.split('id="report-charts"')[1].split("</div>")[0]
+    assert "<title>Customer amount</title>" in charts and "margin" not in charts.lower()
+    assert "http://" not in page.replace("http://www.w3.org/2000/svg", "")  # no CDN
+
+
+def test_an_unknown_time_zone_is_refused_with_its_name():
+    from ops.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match="Mars/Olympus"):
+        load_settings({"ASTERBILL_TIMEZONE": "Mars/Olympus"}, env_file=None)
+    assert load_settings({}, env_file=None).timezone == "UTC"
