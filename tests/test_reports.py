@@ -317,3 +317,45 @@ def test_an_unknown_time_zone_is_refused_with_its_name():
     with pytest.raises(SettingsError, match="Mars/Olympus"):
         load_settings({"ASTERBILL_TIMEZONE": "Mars/Olympus"}, env_file=None)
     assert load_settings({}, env_file=None).timezone == "UTC"
+
+
+def test_the_home_page_dashboard_shows_today_live_calls_and_limits_in_scope(reports):
+    from lua.credit import Payer, Pricing
+    from tests.ledger import BUY, DE, OWNER
+
+    app, factory, ids = reports
+    credit = app.extensions["asterbill_credit"]
+    now = datetime.now(UTC).replace(tzinfo=None)
+    with factory() as s, s.begin():  # two calls settled today in shop A1, one in B1
+        rows = [
+            {
+                "uniqueid": f"today-{i}",
+                "calldate": now,
+                "clid_id": ids[f"clid{shop}"],
+                "group_id": ids[f"group{shop}"],
+                "reseller_id": ids[f"reseller{shop[0]}"],
+                "disposition": "ANSWERED",
+                "billsec": 60,
+                "credit": Decimal("1.250000"),
+                "callshop_credit": Decimal("0.500000"),
+                "reseller_credit": Decimal("0.200000"),
+            }
+            for i, shop in enumerate(("A1", "A1", "B1"))
+        ]
+        s.execute(insert(Cdr.__table__), rows)
+        add_cdrs(s, rows)
+    live = Payer(ids["resellerA"], ids["groupA1"], ids["clidA1"])
+    credit.answer("live-1", live, Pricing(DE, BUY, OWNER), int(now.timestamp() * 1000))
+
+    page = login(app, "gaA1").get("/admin/").get_data(as_text=True)
+    today = page.split('id="dashboard-today"')[1].split("</table>")[0]
+    assert ">2<" in today and ">2.50<" in today and ">1.50<" in today  # calls, amount, margin
+    assert "Reseller" not in today
+    assert "shop-A1: 1" in page.split('id="dashboard-live"')[1].split("</ul>")[0]
+    operator = login(app, "opA1").get("/admin/").get_data(as_text=True)
+    today = operator.split('id="dashboard-today"')[1].split("</table>")[0]
+    assert ">2.50<" in today and "margin" not in today.lower() and "0.50" not in today
+    assert "dashboard-waiting" not in operator
+    admin = login(app, "root").get("/admin/").get_data(as_text=True)
+    today = admin.split('id="dashboard-today"')[1].split("</table>")[0]
+    assert ">3<" in today and ">3.75<" in today and "dashboard-waiting" in admin
