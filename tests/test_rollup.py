@@ -144,3 +144,62 @@ def test_reconcile_check_reports_a_rollup_that_disagrees(
 
     assert result.returncode == 1
     assert "DRIFT rollup" in result.stdout and "CDRs (1, 1, 61, 2," in result.stdout
+
+
+def test_workers_racing_on_the_same_calls_keep_the_rollup_exact(ledger):
+    """Three workers on the same batch: one commits, the others fail on the CDRs' unique key
+    (or a deadlock), roll back their rollup rows with it, retry and find the CDRs."""
+    import threading
+
+    factory, credit, payer = ledger
+    place_calls(credit, payer, list(range(1, 300, 7)))
+    errors = []
+
+    def worker():
+        try:
+            settle_pending(factory, credit, payer.reseller_id, attempts=5)
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert errors == []
+    assert rollup_totals(factory)[0] == 43
+    with factory() as session:
+        assert differences(session.connection()) == []
+
+
+def test_the_migration_fills_the_rollup_from_cdrs_settled_before_it(fresh_mysql_url):
+    from sqlalchemy import text
+
+    from schema import migrate
+    from schema.db import make_engine
+
+    engine = make_engine(fresh_mysql_url)
+    try:
+        migrate.upgrade(engine, "0002_a1_session_versions")
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO cdrs (uniqueid, leg, linkedid, calldate, disposition, billsec, "
+                    "destination, credit, callshop_credit, reseller_credit, billing_status, "
+                    "settled_at) VALUES ('old-1', 'booth', '', '2026-03-29 01:30:00.250000', "
+                    "'ANSWERED', 61, 'Germany', 0.8, 0.3, 0.1, 'UNBILLED', NOW())"
+                )
+            )
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            row = conn.execute(select(CdrRollup)).one()
+            assert differences(conn) == []
+        assert (row.hour, row.calls, row.billed_minutes, row.credit) == (
+            datetime(2026, 3, 29, 1),
+            1,
+            2,
+            Decimal("0.800000"),
+        )
+    finally:
+        engine.dispose()
