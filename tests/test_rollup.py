@@ -203,3 +203,40 @@ def test_the_migration_fills_the_rollup_from_cdrs_settled_before_it(fresh_mysql_
         )
     finally:
         engine.dispose()
+
+
+def test_on_the_embedded_sqlite_a_rebuilt_rollup_keeps_one_row_per_bucket(tmp_path):
+    """SQLite stores a DateTime as text: the rebuild must write the hour in the same text as
+    the upsert, or the next settled call opens a second row for the same hour."""
+    from sqlalchemy import insert
+
+    from schema import migrate
+    from schema.db import make_engine, session_factory
+    from workers.rollup import add_cdrs
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'embedded.sqlite3'}")
+    migrate.upgrade(engine)
+    factory = session_factory(engine)
+    rows = [
+        {
+            "uniqueid": f"x{i}",
+            "calldate": datetime(2026, 3, 29, 1, 30, i),
+            "disposition": "ANSWERED",
+            "billsec": 61,
+            "destination": "Germany",
+            "credit": Decimal("0.25"),
+        }
+        for i in range(3)
+    ]
+    with factory() as session, session.begin():
+        session.execute(insert(Cdr.__table__), rows[:2])
+        add_cdrs(session, rows[:2])
+    with engine.begin() as conn:
+        rebuild(conn)
+    with factory() as session, session.begin():  # a call settled after the rebuild
+        session.execute(insert(Cdr.__table__), rows[2:])
+        add_cdrs(session, rows[2:])
+    with engine.connect() as conn:
+        assert [r.calls for r in conn.execute(select(CdrRollup))] == [3]
+        assert differences(conn) == []
+    engine.dispose()

@@ -106,7 +106,8 @@ def move_billing(session, cdrs: Iterable[Cdr], change) -> None:
 
 def _hour(dialect: str, column):
     if dialect == "sqlite":
-        return func.strftime("%Y-%m-%d %H:00:00", column)
+        # SQLAlchemy's own text form of a DateTime on SQLite: the upsert's keys must match
+        return func.strftime("%Y-%m-%d %H:00:00.000000", column)
     return func.date_format(column, "%Y-%m-%d %H:00:00")
 
 
