@@ -16,7 +16,16 @@ from flask_admin.theme import Bootstrap4Theme
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
-from admin import auth, credit_page, dead_letters, password_page, portal, rate_import, views
+from admin import (
+    auth,
+    credit_page,
+    dead_letters,
+    password_page,
+    portal,
+    rate_import,
+    reports,
+    views,
+)
 from admin.credit_operations_view import CreditOperationView
 from admin.extensions import babel, csrf, db
 from lua.credit import CreditEngine
@@ -49,6 +58,7 @@ def create_app(settings: Settings) -> Flask:
         ASTERBILL_DISPLAY_DECIMALS=settings.display_decimals,
         ASTERBILL_PIN_DIGITS=settings.pin_digits,
         ASTERBILL_CURRENCY=settings.currency,
+        ASTERBILL_TIMEZONE=settings.timezone,
         ASTERBILL_UPLOADS=str(settings.data_dir / "uploads"),
         ASTERBILL_LOGOS=str(settings.data_dir / "logos"),
         ASTERBILL_BACKGROUND_IMPORT_BYTES=1024 * 1024,  # larger decks: a worker imports them
@@ -85,6 +95,7 @@ def create_app(settings: Settings) -> Flask:
     dead_letters.register(back_office)  # issue 12: calls settlement could not write
     back_office.add_view(credit_page.CreditPage(name="Credit", endpoint="credit"))
     back_office.add_view(password_page.PasswordPage(name=_l("Password"), endpoint="password"))
+    back_office.add_view(reports.ReportPage(name=_l("Reports"), endpoint="reports"))
     back_office.add_view(  # every operation, lock to deposit, with who and when
         CreditOperationView(
             CreditOperation, db, name=_l("Credit operations"), endpoint="credit_operations"

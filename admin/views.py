@@ -27,6 +27,7 @@ from admin import rate_form, scope
 from admin.accounts import LANGUAGES
 from admin.ascii_numbers import AsciiNumbers
 from admin.columns import RoleColumns
+from admin.dashboard_page import home_dashboard
 from admin.extensions import db
 from admin.i18n_labels import TranslatedLabels
 from admin.list_args import ClampedPaging, SafeCsvExport
@@ -77,7 +78,7 @@ class Home(AdminIndexView):
 
     @expose("/")
     def index(self):
-        return self.render("home.html", user=current_user)
+        return self.render("home.html", user=current_user, **home_dashboard())  # issue 16
 
 
 class SecureForm(AsciiNumbers, FlaskForm):

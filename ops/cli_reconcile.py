@@ -74,9 +74,11 @@ def reconcile(
             ctx.exit(1)
     else:
         from workers.reconcile import check
+        from workers.rollup import differences as rollup_differences
 
         with factory() as session:
             drifts = check(session, credit)
+            drifts += rollup_differences(session.connection())  # issue 16: rollup == CDRs
         for drift in drifts:
             click.echo(f"{'ALERT' if _alert(drift) else 'DRIFT'} {drift}")
         if drifts:

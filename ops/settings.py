@@ -69,6 +69,7 @@ class Settings:
     credit_failure: str = "terminate"
     secure_cookies: bool = False  # session cookies only over HTTPS (set it behind TLS)
     trusted_proxies: int = 0  # reverse proxies whose X-Forwarded-* headers are believed
+    timezone: str = "UTC"  # the IANA zone reports and the CDR list show days and hours in
 
     def describe(self) -> dict[str, str]:
         """The settings as text, with secrets masked (for `asterbill settings` and logs)."""
@@ -153,6 +154,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         ),
         secure_cookies=_flag(env, "ASTERBILL_SECURE_COOKIES"),
         trusted_proxies=_int(env, "ASTERBILL_TRUSTED_PROXIES", 0, 0, 10),
+        timezone=_timezone(env),
     )
 
 
@@ -232,3 +234,17 @@ def _mask_url_password(url: str) -> str:
     creds, at, host = rest.rpartition("@")
     user, colon, _ = creds.partition(":")
     return f"{scheme}://{user}{':***' if colon else ''}{at}{host}"
+
+
+def _timezone(env: Mapping[str, str]) -> str:
+    """ASTERBILL_TIMEZONE: an IANA zone name (Europe/Berlin), default UTC."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    name = env.get("ASTERBILL_TIMEZONE", "").strip() or "UTC"
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(
+            f"ASTERBILL_TIMEZONE={name!r} is not a known time zone (e.g. Europe/Berlin)"
+        ) from None
+    return name

@@ -11,6 +11,7 @@ from schema.calls import Callback, Cdr
 from schema.credit import CreditHistory, CreditOperation
 from schema.dead_letters import DeadLetter
 from schema.rates import CallshopRate, CustomerRate, ResellerRate
+from schema.reports import CdrRollup
 from schema.tenants import Account, AccountGroup, Clid, Reseller
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "Callback",
     "CallshopRate",
     "Cdr",
+    "CdrRollup",
     "Clid",
     "CreditHistory",
     "CreditOperation",

@@ -25,6 +25,7 @@ from lua.credit import CreditEngine
 from rating.money import from_micros, stored_micros
 from schema import AccountGroup, Cdr, Clid, DeadLetter, Reseller
 from workers.bounds import UnwritableCall, bounded, call_key, raw_text
+from workers.rollup import add_cdrs
 
 log = logging.getLogger("asterbill.settle")
 LEG = "booth"
@@ -151,6 +152,7 @@ def settle(session: Session, calls: list[EndedCall]) -> SettleReport:
             dead.append((c, f"{type(exc).__name__}: {exc}"))
     if rows:
         session.execute(insert(Cdr.__table__), rows)
+        add_cdrs(session, rows)  # the report rollup, same transaction
     if dead:
         write_dead_letters(session, dead)
     add_to_balances(session, fresh)
