@@ -68,6 +68,7 @@ def check(ctx: click.Context) -> None:
 
 
 def register_commands() -> None:
+    from ops.cli_agi import agi
     from ops.cli_credit import credit
     from ops.cli_db import create_admin, db
     from ops.cli_listener import listener, pbx_sim
@@ -91,6 +92,7 @@ def register_commands() -> None:
         reconcile,
         credit,
         worker,
+        agi,
     ):
         cli.add_command(command)
 

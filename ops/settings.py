@@ -62,6 +62,11 @@ class Settings:
     secret_key: str
     log_level: str
     credit_failure: str = "terminate"
+    # The FastAGI server (`asterbill agi`, ami_listener/agi/) and its card IVR's PIN bounds.
+    agi_host: str = "127.0.0.1"
+    agi_port: int = 4573
+    pin_max_failures: int = 5
+    pin_lock_minutes: int = 60
 
     def describe(self) -> dict[str, str]:
         """The settings as text, with secrets masked (for `asterbill settings` and logs)."""
@@ -135,6 +140,10 @@ def _parse(env: Mapping[str, str]) -> Settings:
         credit_failure=_choice(
             env, "ASTERBILL_CREDIT_FAILURE", "terminate", CREDIT_FAILURE_POLICIES
         ),
+        agi_host=get("ASTERBILL_AGI_HOST", "127.0.0.1"),
+        agi_port=_int(env, "ASTERBILL_AGI_PORT", 4573, 1, 65535),
+        pin_max_failures=_int(env, "ASTERBILL_PIN_MAX_FAILURES", 5, 1, 100),
+        pin_lock_minutes=_int(env, "ASTERBILL_PIN_LOCK_MINUTES", 60, 1, 100_000),
     )
 
 
