@@ -24,6 +24,7 @@ from lua.credit import CreditEngine
 from workers import reconcile
 from workers.credit_ops import reapply_pending
 from workers.jobs import job_id, request_settlement, settle_queue
+from workers.pin_lockouts import record_lockouts
 from workers.settle import forget_settled, settled_ids
 
 log = logging.getLogger("asterbill.reconciler")
@@ -41,6 +42,7 @@ def reconcile_once(factory, credit: CreditEngine, now: float | None = None) -> P
     """One pass. `now` (seconds since the epoch) decides which running jobs are abandoned."""
     report = PassReport()
     report.reapplied = reapply_pending(factory, credit)
+    record_lockouts(factory, credit)  # cards the FastAGI card IVR locked (wrong PINs)
     queue = settle_queue(credit.client, credit.keys.prefix)
     StartedJobRegistry(queue=queue).cleanup(now)  # killed workers' jobs: retried or failed
     failed = FailedJobRegistry(queue=queue)
