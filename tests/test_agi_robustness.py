@@ -5,7 +5,10 @@ dies: after each bad session a good one is still answered."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import subprocess
+import sys
 
 import pytest
 
@@ -159,3 +162,46 @@ def test_200_concurrent_sessions_are_all_answered(scripts):
     calls = run(scripts, scenario)
     assert [c.variables.get("ASTERBILL_STATUS") for c in calls] == ["OK"] * 200
     assert {c.variables["ASTERBILL_MAXSEC"] for c in calls} == {"1500"}
+
+
+def test_the_agi_process_never_loads_the_sql_models():
+    code = (
+        "import sys, ops.cli_agi, ami_listener.agi.server\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('sqlalchemy', 'schema', 'workers', 'admin', 'flask')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_busy_port_is_waited_for_not_fatal(scripts, caplog):
+    import socket
+
+    from ami_listener.agi import server as agi_server
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    settings = dataclasses.replace(scripts.settings, agi_port=port)
+
+    async def main():
+        task = asyncio.create_task(
+            agi_server.run_forever(scripts.admitter.engine, settings, retry_s=0.1)
+        )
+        await asyncio.sleep(0.3)
+        holder.close()  # the port is free again: the server takes it
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            try:
+                call = await agi_client.call(port, "admit")
+                break
+            except ConnectionRefusedError:
+                continue
+        task.cancel()
+        return call
+
+    with caplog.at_level(logging.ERROR, "asterbill.agi"):
+        call = asyncio.run(main())
+    assert call.variables["ASTERBILL_STATUS"] == "OK"
+    assert "FastAGI cannot listen" in caplog.text

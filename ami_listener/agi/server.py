@@ -31,8 +31,23 @@ async def start(scripts: AgiScripts, host: str, port: int) -> tuple[AgiApplicati
     return app, server
 
 
-async def run_forever(engine: CreditEngine, settings: Settings) -> None:
-    _, server = await start(build_scripts(engine, settings), settings.agi_host, settings.agi_port)
+async def run_forever(engine: CreditEngine, settings: Settings, retry_s: float = 5.0) -> None:
+    scripts = build_scripts(engine, settings)
+    while True:
+        try:
+            _, server = await start(scripts, settings.agi_host, settings.agi_port)
+            break
+        except OSError as exc:
+            # Another process holds the port (a restart race): exiting would stop every
+            # process of `asterbill run` (honcho), so wait for the port instead.
+            log.error(
+                "FastAGI cannot listen on %s:%d (%s); retrying in %.0f s (ASTERBILL_AGI_PORT)",
+                settings.agi_host,
+                settings.agi_port,
+                exc.strerror or exc,
+                retry_s,
+            )
+            await asyncio.sleep(retry_s)
     log.info("FastAGI on %s:%d (agi://HOST/admit, /balance, /card)", *_bound(server))
     async with server:
         await server.serve_forever()
