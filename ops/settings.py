@@ -26,6 +26,7 @@ UNANSWERED_POLICIES = ("record", "drop")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # Redis (the credit store) unreachable: what happens to calls (ami_listener/policy.py).
 CREDIT_FAILURE_POLICIES = ("terminate", "retry_and_terminate", "continue")
+INBOUND_POLICIES = ("off", "bill")
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,10 @@ class Settings:
     agi_port: int = 4573
     pin_max_failures: int = 5
     pin_lock_minutes: int = 60
+    # Incoming calls to a booth or extension (the called party pays): `off` or `bill`, and
+    # the reserved prefix of the inbound rate rows (ami_listener/billing.py, README).
+    inbound: str = "off"
+    inbound_prefix: str = "0000"
 
     def describe(self) -> dict[str, str]:
         """The settings as text, with secrets masked (for `asterbill settings` and logs)."""
@@ -144,7 +149,19 @@ def _parse(env: Mapping[str, str]) -> Settings:
         agi_port=_int(env, "ASTERBILL_AGI_PORT", 4573, 1, 65535),
         pin_max_failures=_int(env, "ASTERBILL_PIN_MAX_FAILURES", 5, 1, 100),
         pin_lock_minutes=_int(env, "ASTERBILL_PIN_LOCK_MINUTES", 60, 1, 100_000),
+        inbound=_choice(env, "ASTERBILL_INBOUND", "off", INBOUND_POLICIES),
+        inbound_prefix=_inbound_prefix(env),
     )
+
+
+def _inbound_prefix(env: Mapping[str, str]) -> str:
+    raw = env.get("ASTERBILL_INBOUND_PREFIX", "").strip() or "0000"
+    if not raw.isdigit() or len(raw) > 10:
+        raise SettingsError(
+            f"ASTERBILL_INBOUND_PREFIX={raw!r} must be 1 to 10 digits no dialled number starts "
+            "with (default 0000)"
+        )
+    return raw
 
 
 def _callback_channel(template: str) -> str:
