@@ -237,3 +237,31 @@ def test_maxsec_is_what_the_levels_can_pay_and_where_the_listener_cuts(rig, case
         assert batch.paid or cut, "never cut"
     # Paid through billsec MAXSEC, cut when billsec would reach MAXSEC + 1.
     assert cut.hangup_before_ms == T0 + (maxsec + 1) * 1000
+
+
+def test_the_listener_cuts_the_admitted_call_after_exactly_maxsec(redis_server, key_prefix):
+    """End to end: the MAXSEC the dialplan gets is the billsec at which the real listener
+    (over AMI, against the simulated Asterisk) hangs the same booth up."""
+    from ops import pbx_sim
+    from tests.test_listener import Rig, ended_records, run_with
+
+    keys = Keys(key_prefix)
+    engine, book = CreditEngine(redis_server, keys), RedisRateBook(redis_server, keys)
+    # 0.50 pays the first 2 s, then 1.00 a second: 3.60 pays 2 + 3 s.
+    book.replace([BookRow("customer", "00", 0, 0, 0, Rate(13, 500_000, 2, 60_000_000, 1, "X"))])
+    engine.provision(PAYER, payer_key="8001", limits={"clid": ("prepaid", 3_600_000)})
+    settings = load_settings({"ASTERBILL_KEY_PREFIX": key_prefix}, env_file=None)
+    (call,) = admit((engine, settings), {"extension": "00493012345678"})
+    maxsec = int(call.variables["ASTERBILL_MAXSEC"])
+    assert maxsec == 5
+
+    async def feed(server):
+        await pbx_sim.run_generator(
+            server, [pbx_sim.CallPlan("8001", "00493012345678", ring=0.2, talk=9)], cps=0
+        )
+
+    listener = asyncio.run(run_with(Rig(engine, book), key_prefix, feed, settle=0.5))
+    assert [h.reason for h in listener.hangups] == ["NO_CREDIT_CLID"]
+    (record,) = ended_records(Rig(engine, book)).values()
+    assert record[4] == maxsec  # billsec
+    assert record[5] == 3_500_000  # and it paid what MAXSEC promised
