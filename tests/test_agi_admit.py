@@ -7,7 +7,10 @@ import asyncio
 import logging
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from ami_listener.agi.admission import Admitter
 from ami_listener.agi.server import build_scripts, start
 from lua.credit import CreditEngine, Payer
 from lua.keys import Keys
@@ -265,3 +268,59 @@ def test_the_listener_cuts_the_admitted_call_after_exactly_maxsec(redis_server, 
     (record,) = ended_records(Rig(engine, book)).values()
     assert record[4] == maxsec  # billsec
     assert record[5] == 3_500_000  # and it paid what MAXSEC promised
+
+
+rates = st.builds(
+    Rate,
+    id=st.just(9),
+    connect=st.integers(0, 2_000_000),
+    initblock=st.integers(0, 120),
+    per_minute=st.integers(1, 5_000_000),
+    block=st.integers(1, 90),
+    destination=st.just("Random"),
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rate=rates,
+    multiple=st.integers(5_000, 30_000),
+    limit=st.integers(0, 20_000_000),
+    deposit=st.none() | st.integers(0, 20_000_000),
+)
+def test_maxsec_is_the_longest_affordable_billsec_for_random_rates(
+    redis_server, key_prefix, rate, multiple, limit, deposit
+):
+    """Through the AGI's admission code (no TCP): MAXSEC against a brute force over the
+    price function, for the clid's prepaid limit and its deposit."""
+    keys = Keys(f"{key_prefix}h")
+    engine = CreditEngine(redis_server, keys)
+    RedisRateBook(redis_server, keys).replace([BookRow("customer", "00", 0, 0, 0, rate)])
+    engine.provision(
+        PAYER,
+        payer_key="8001",
+        limits={"clid": ("prepaid", limit)},
+        deposit=deposit,
+        multiples=(multiple, 10_000, 10_000),
+    )
+    settings_ = load_settings({"ASTERBILL_KEY_PREFIX": keys.prefix}, env_file=None)
+    admission = Admitter(engine, RedisRateBook(redis_server, keys), settings_).admit("8001", "0049")
+    bound = min(limit, limit if deposit is None else deposit)
+    # The price never falls as billsec grows: the last billsec it fits is found by doubling,
+    # then halving, on the price function alone.
+    lo, hi = 0, 1
+    while price(hi, multiple, rate) <= bound:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if price(mid, multiple, rate) <= bound else (lo, mid)
+    best = lo
+    if best == 0:  # not one second paid (or not even the first block)
+        assert admission.status == "NO_CREDIT"
+    else:
+        assert admission.status == "OK"
+        assert admission.maxsec == best
+    for key in redis_server.scan_iter(match=f"{keys.prefix}*"):
+        redis_server.delete(key)

@@ -220,3 +220,19 @@ def test_a_card_lockout_reaches_the_ledger_once(ledger, redis_server, key_prefix
     assert redis_server.llen(credit.keys.pin_lockouts()) == 0
     (admit,) = sessions(rig, {"script": "admit", "callerid": "8001"})
     assert admit.variables["ASTERBILL_STATUS"] == "LOCKED"
+
+
+def test_with_the_accountcode_payer_field_the_card_is_set_as_account_code(rig, key_prefix):
+    engine, _ = rig
+    accountcode = settings_for(key_prefix, ASTERBILL_PAYER_FIELD="accountcode")
+    peer = settings_for(key_prefix, ASTERBILL_PAYER_FIELD="peer")
+    (by_code,) = sessions(
+        (engine, accountcode), {"callerid": STRANGER, "dtmf": [CARD, PIN, NUMBER]}
+    )
+    (by_peer,) = sessions((engine, peer), {"callerid": STRANGER, "dtmf": [CARD, PIN, NUMBER]})
+    assert by_code.variables["CHANNEL(accountcode)"] == CARD
+    assert by_code.variables["ASTERBILL_STATUS"] == "OK"
+    # A peer cannot be set from the dialplan: the card could not be billed, so no PIN asked.
+    assert by_peer.variables["ASTERBILL_STATUS"] == "ERROR"
+    assert "needs ASTERBILL_PAYER_FIELD" in by_peer.variables["ASTERBILL_REASON"]
+    assert prompts.ENTER_PIN not in by_peer.said
