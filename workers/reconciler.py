@@ -42,10 +42,6 @@ def reconcile_once(factory, credit: CreditEngine, now: float | None = None) -> P
     """One pass. `now` (seconds since the epoch) decides which running jobs are abandoned."""
     report = PassReport()
     report.reapplied = reapply_pending(factory, credit)
-    try:
-        record_lockouts(factory, credit)  # cards the FastAGI card IVR locked (wrong PINs)
-    except Exception:  # never at the cost of the settlement steps below
-        log.exception("PIN lockouts not written this pass; kept for the next")
     queue = settle_queue(credit.client, credit.keys.prefix)
     StartedJobRegistry(queue=queue).cleanup(now)  # killed workers' jobs: retried or failed
     failed = FailedJobRegistry(queue=queue)
@@ -60,6 +56,10 @@ def reconcile_once(factory, credit: CreditEngine, now: float | None = None) -> P
             report.requeued += 1
         elif request_settlement(queue, reseller_id):
             report.requested += 1
+    try:
+        record_lockouts(factory, credit)  # cards the FastAGI card IVR locked (wrong PINs)
+    except Exception:  # never at the cost of the settlement steps above
+        log.exception("PIN lockouts not written this pass; kept for the next")
     return report
 
 
