@@ -91,11 +91,19 @@ class Biller:
         billed now: a refusal for credit no longer stops it (it is flagged), and a hang-up
         is asked for only if the call is still up."""
         number = strip_number(call.number, self.settings.strip_prefixes)
+        payer_key, flags = call.payer_key, []
+        if self._is_inbound(call):
+            # The called booth pays, priced by its inbound rate rows (README, Incoming calls).
+            payer_key, flags = call.dest_payer_key, ["inbound"]
+            digits = "".join(c for c in call.src if c.isdigit())
+            number = self.settings.inbound_prefix + strip_number(
+                digits, self.settings.strip_prefixes
+            )
         if not number.isdigit():
             self._flag_unbilled(call, "number is not digits")
             self.refused[call.call_id] = "not_digits"
             return None
-        auth, payer, pricing = self.engine.admit(call.payer_key, number, self.book)
+        auth, payer, pricing = self.engine.admit(payer_key, number, self.book)
         reason = auth.reason
         if blind and not auth.allowed and reason in HANG_UP_AT_DIAL:
             # It went through while nobody could refuse it: bill what really happens.
@@ -103,7 +111,7 @@ class Biller:
             auth = dataclasses.replace(auth, allowed=True, seconds=0)
         if auth.allowed:
             self.billed[call.call_id] = Billed(
-                payer, pricing, limited=auth.seconds >= 0, could_not_cut=blind
+                payer, pricing, flags=flags, limited=auth.seconds >= 0, could_not_cut=blind
             )
             if blind:
                 self.billed[call.call_id].flags.append(policy.FLAG)
@@ -127,11 +135,19 @@ class Biller:
                 return HangupRequest(call.channel, call.call_id, reason)
             # Bill 0 at the customer level and flag the call for review.
             self.refused.pop(call.call_id, None)
-            self.billed[call.call_id] = Billed(payer, pricing, flags=["no_rate"])
+            self.billed[call.call_id] = Billed(payer, pricing, flags=[*flags, "no_rate"])
             self.channels[call.call_id] = call.channel
             return None
         log.info("call %s from %s refused at dial: %s", call.call_id, call.payer_key, reason)
         return HangupRequest(call.channel, call.call_id, reason or "DENIED")
+
+    def _is_inbound(self, call: Call) -> bool:
+        """ASTERBILL_INBOUND=bill, the caller is no clid and the called channel is one."""
+        if self.settings.inbound != "bill" or not call.dest_payer_key:
+            return False
+        if self.engine.find_payer(call.payer_key) is not None:
+            return False  # a booth calling a booth: the caller pays, as always
+        return self.engine.find_payer(call.dest_payer_key) is not None
 
     def refuse_unavailable(self, call: Call) -> HangupRequest:
         """Redis did not answer at dial and the policy refuses the call (terminate, or

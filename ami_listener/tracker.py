@@ -47,6 +47,7 @@ class Call:
     review: str = ""  # why a person should look at this call (e.g. ended while away)
     redirected_us: int | None = None  # a redial after a redirect: when it began
     seen_at: int = 0  # the listener's receive sequence number of its first event
+    dest_payer_key: str = ""  # the called channel's payer key (incoming calls to a booth)
 
     @property
     def uniqueid(self) -> str:
@@ -226,6 +227,7 @@ class CallTracker:
             accountcode=e.get("AccountCode", ""),
             dialed_us=at,
             dest_channel=e.get("DestChannel", ""),
+            dest_payer_key=self.dest_payer_key(e),
         )
 
     def _on_DialEnd(self, e: Mapping[str, str], at: int) -> list[Step]:
@@ -289,6 +291,15 @@ class CallTracker:
         if self.payer_field == "peer":
             return peer_of(e.get("Channel", ""))
         return e.get("CallerIDNum", "")
+
+    def dest_payer_key(self, e: Mapping[str, str]) -> str:
+        """The called channel's payer key, by the same field (Asterisk puts the number
+        dialled in DestCallerIDNum, the peer in DestChannel)."""
+        if self.payer_field == "accountcode":
+            return e.get("DestAccountCode", "")
+        if self.payer_field == "peer":
+            return peer_of(e.get("DestChannel", ""))
+        return e.get("DestCallerIDNum", "")
 
 
 def peer_of(channel: str) -> str:

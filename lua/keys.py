@@ -80,3 +80,22 @@ class Keys:
     def payers(self) -> str:
         """Hash: payer key (caller id, peer or accountcode) -> `reseller|group|clid`."""
         return f"{self.prefix}:payers"
+
+    # -- card PINs (lua/pins.py, ami_listener/agi/pins.py) ---------------------------------
+    def pins(self) -> str:
+        """Hash: sha256 of a clid's PIN (hex) -> its payer key (the card or booth number)."""
+        return f"{self.prefix}:pins"
+
+    def pin_of(self) -> str:
+        """Hash: payer key -> the PIN digest `pins` holds for it (to drop it on a change)."""
+        return f"{self.prefix}:pin_of"
+
+    def pin_failures(self, kind: str, ident: str) -> str:
+        """Counter of wrong PINs by one caller id (`caller`) or for one card (`card`), kept
+        for ASTERBILL_PIN_LOCK_MINUTES after the first failure."""
+        return f"{self.prefix}:pinfail:{kind}:{ident}"
+
+    def pin_lockouts(self) -> str:
+        """List of JSON events (card locked by too many wrong PINs) for the reconciler, which
+        writes them to the card's record in MySQL (workers/pin_lockouts.py)."""
+        return f"{self.prefix}:pin_lockouts"

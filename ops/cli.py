@@ -117,6 +117,7 @@ def check_ami(settings: Settings, watch: float) -> None:
 
 
 def register_commands() -> None:
+    from ops.cli_agi import agi
     from ops.cli_cdr_sync import cdr_sync
     from ops.cli_credit import credit
     from ops.cli_db import create_admin, db
@@ -142,6 +143,7 @@ def register_commands() -> None:
         credit,
         worker,
         cdr_sync,
+        agi,
     ):
         cli.add_command(command)
 

@@ -26,6 +26,7 @@ UNANSWERED_POLICIES = ("record", "drop")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # Redis (the credit store) unreachable: what happens to calls (ami_listener/policy.py).
 CREDIT_FAILURE_POLICIES = ("terminate", "retry_and_terminate", "continue")
+INBOUND_POLICIES = ("off", "bill")
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,15 @@ class Settings:
     secure_cookies: bool = False  # session cookies only over HTTPS (set it behind TLS)
     trusted_proxies: int = 0  # reverse proxies whose X-Forwarded-* headers are believed
     timezone: str = "UTC"  # the IANA zone reports and the CDR list show days and hours in
+    # The FastAGI server (`asterbill agi`, ami_listener/agi/) and its card IVR's PIN bounds.
+    agi_host: str = "127.0.0.1"
+    agi_port: int = 4573
+    pin_max_failures: int = 5
+    pin_lock_minutes: int = 60
+    # Incoming calls to a booth or extension (the called party pays): `off` or `bill`, and
+    # the reserved prefix of the inbound rate rows (ami_listener/billing.py, README).
+    inbound: str = "off"
+    inbound_prefix: str = "0000"
 
     def describe(self) -> dict[str, str]:
         """The settings as text, with secrets masked (for `asterbill settings` and logs)."""
@@ -155,6 +165,12 @@ def _parse(env: Mapping[str, str]) -> Settings:
         secure_cookies=_flag(env, "ASTERBILL_SECURE_COOKIES"),
         trusted_proxies=_int(env, "ASTERBILL_TRUSTED_PROXIES", 0, 0, 10),
         timezone=_timezone(env),
+        agi_host=get("ASTERBILL_AGI_HOST", "127.0.0.1"),
+        agi_port=_int(env, "ASTERBILL_AGI_PORT", 4573, 1, 65535),
+        pin_max_failures=_int(env, "ASTERBILL_PIN_MAX_FAILURES", 5, 1, 100),
+        pin_lock_minutes=_int(env, "ASTERBILL_PIN_LOCK_MINUTES", 60, 1, 100_000),
+        inbound=_choice(env, "ASTERBILL_INBOUND", "off", INBOUND_POLICIES),
+        inbound_prefix=_inbound_prefix(env),
     )
 
 
@@ -165,6 +181,16 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     if raw in ("1", "true", "yes", "on"):
         return True
     raise SettingsError(f"{name}={raw!r} is not one of: 1, 0, true, false, yes, no, on, off")
+
+
+def _inbound_prefix(env: Mapping[str, str]) -> str:
+    raw = env.get("ASTERBILL_INBOUND_PREFIX", "").strip() or "0000"
+    if not raw.isdigit() or len(raw) > 10:
+        raise SettingsError(
+            f"ASTERBILL_INBOUND_PREFIX={raw!r} must be 1 to 10 digits no dialled number starts "
+            "with (default 0000)"
+        )
+    return raw
 
 
 def _callback_channel(template: str) -> str:

@@ -128,6 +128,7 @@ def test_run_starts_the_embedded_system_and_it_answers_healthy(tmp_path):
         ASTERBILL_DATA_DIR=str(tmp_path),
         ASTERBILL_WEB_PORT=str(web_port),
         ASTERBILL_EMBEDDED_REDIS_PORT=str(free_port()),
+        ASTERBILL_AGI_PORT=str(free_port()),
     )
     proc = subprocess.Popen(
         [ASTERBILL, "run"],

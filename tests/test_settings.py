@@ -84,3 +84,20 @@ def test_the_credit_failure_policy_defaults_to_terminate_and_is_checked():
     assert settings(ASTERBILL_CREDIT_FAILURE="Continue").credit_failure == "continue"
     with pytest.raises(SettingsError, match="not one of: terminate, retry_and_terminate"):
         settings(ASTERBILL_CREDIT_FAILURE="ignore")
+
+
+def test_agi_pin_and_inbound_settings_have_safe_defaults_and_are_checked():
+    s = settings()
+    assert (s.agi_host, s.agi_port) == ("127.0.0.1", 4573)
+    assert (s.pin_max_failures, s.pin_lock_minutes) == (5, 60)
+    assert (s.inbound, s.inbound_prefix) == ("off", "0000")
+    s = settings(ASTERBILL_AGI_PORT="4600", ASTERBILL_INBOUND="BILL", ASTERBILL_INBOUND_PREFIX="99")
+    assert (s.agi_port, s.inbound, s.inbound_prefix) == (4600, "bill", "99")
+    for name, value, message in (
+        ("ASTERBILL_AGI_PORT", "0", "out of range"),
+        ("ASTERBILL_PIN_MAX_FAILURES", "0", "out of range"),
+        ("ASTERBILL_INBOUND", "yes", "not one of: off, bill"),
+        ("ASTERBILL_INBOUND_PREFIX", "+00", "must be 1 to 10 digits"),
+    ):
+        with pytest.raises(SettingsError, match=message):
+            settings(**{name: value})

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from lua.credit import CreditEngine, Payer
+from lua.pins import PinStore
 from ops.errors import InvalidInput
 from rating import ratefiles
 from rating.book import RedisRateBook
@@ -232,6 +233,8 @@ def provision_clid(engine: CreditEngine, clid: Clid) -> None:
             stored_micros(reseller.curcredit),
         ),
     )
+    if clid.pin:  # the card IVR (FastAGI) checks PINs in Redis, never in MySQL
+        PinStore(engine.client, engine.keys).set_pin(clid.clid, clid.pin)
 
 
 def _upsert(session: Session, model, key: str, value: str, **create):

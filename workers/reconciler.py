@@ -24,6 +24,7 @@ from lua.credit import CreditEngine
 from workers import reconcile
 from workers.credit_ops import reapply_pending
 from workers.jobs import request_settlement, settle_queue
+from workers.pin_lockouts import record_lockouts
 from workers.recovery import Recovery, move_due
 from workers.settle import forget_settled, read_ended, settle, settled_ids
 
@@ -59,6 +60,10 @@ def reconcile_once(
             report.requeued += 1
         elif request_settlement(queue, reseller_id):
             report.requested += 1
+    try:
+        record_lockouts(factory, credit)  # cards the FastAGI card IVR locked (wrong PINs)
+    except Exception:  # never at the cost of the settlement steps above
+        log.exception("PIN lockouts not written this pass; kept for the next")
     return report
 
 
