@@ -14,6 +14,7 @@ from flask import Flask, jsonify, request
 from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
 from flask_babel import lazy_gettext as _l
+from flask_babel import lazy_pgettext
 from flask_login import current_user
 
 from admin import auth, credit_page, password_page, portal, rate_import, views
@@ -82,7 +83,9 @@ def create_app(settings: Settings) -> Flask:
         index_view=views.Home(url="/admin"),
     )
     views.register(back_office)
-    back_office.add_view(credit_page.CreditPage(name="Credit", endpoint="credit"))
+    back_office.add_view(
+        credit_page.CreditPage(name=lazy_pgettext("page", "Credit"), endpoint="credit")
+    )
     back_office.add_view(password_page.PasswordPage(name=_l("Password"), endpoint="password"))
     back_office.add_view(  # every operation, lock to deposit, with who and when
         CreditOperationView(
