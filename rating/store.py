@@ -388,9 +388,17 @@ def delete_matching(
     """Delete the rows matching every given filter. An empty filter needs `confirm_all`.
     Returns the count and the scopes touched (to sync)."""
     if table not in TABLES:
-        raise InvalidInput(f"table {table!r} is not one of {', '.join(TABLES)}")
+        raise InvalidInput(
+            tr(
+                "table %(table)s is not one of %(tables)s",
+                table=repr(table),
+                tables=", ".join(TABLES),
+            )
+        )
     if reseller_id is None and group_id is None and not prefix and not confirm_all:
-        raise InvalidInput("no filter given: this would delete the whole table; confirm with --all")
+        raise InvalidInput(
+            tr("no filter given: this would delete the whole table; confirm with --all")
+        )
     model = MODELS[table]
     clauses = []
     if reseller_id is not None:
@@ -399,7 +407,9 @@ def delete_matching(
         clauses.append(model.group_id == group_id)
     if prefix:
         if not (prefix.isdigit() or prefix == DEFAULT):
-            raise InvalidInput(f"prefix {prefix!r} is not digits or 'default'")
+            raise InvalidInput(
+                tr("prefix %(prefix)s is not digits or 'default'", prefix=repr(prefix))
+            )
         clauses.append(model.dialprefix.startswith(prefix, autoescape=True))
     group_col = model.group_id if table != "reseller" else None
     scope_cols = [model.reseller_id] + ([group_col] if group_col is not None else [])
@@ -466,7 +476,7 @@ def delete_rate(session: Session, book: RedisRateBook, table: str, rate_id: int)
     """Delete one rate row and remove just that row from Redis."""
     row = session.get(MODELS[table], rate_id)
     if row is None:
-        raise InvalidInput(f"{table} rate {rate_id} does not exist")
+        raise InvalidInput(tr("%(table)s rate %(id)s does not exist", table=table, id=rate_id))
     key = key_of(table, row)
     session.delete(row)
     session.flush()
