@@ -19,7 +19,7 @@ from sqlalchemy import update
 
 from schema import Account
 from tests import test_back_office
-from tests.test_back_office import PASSWORD, token
+from tests.test_back_office import PASSWORD, post_form, token, upload_deck
 
 office = test_back_office.office  # two resellers, shops, booths, every role
 
@@ -32,7 +32,7 @@ CATALOG = ROOT / "admin/translations/zh_Hans_CN/LC_MESSAGES/messages.po"
 KEPT = {
     *("asterbill", "csv", "xls", "xlsx", "png", "jpeg", "gif", "kb", "pin", "usd", "english"),
     *("dialprefix", "numlen", "destination", "connectcharge", "initblock", "rateinitial"),
-    "billingblock",
+    *("billingblock", "default"),  # "default": the prefix people type for the fallback rate
     *("reseller", "shop", "global", "all", "only", "root", "resa", "resb", "gaa", "opa"),
 }
 SKIPPED_TAGS = {"script", "style", "title"}
@@ -273,3 +273,48 @@ def test_every_string_of_the_code_is_in_the_catalog(tmp_path):
     with CATALOG.open("rb") as f:
         catalog = read_po(f)
     assert [m.id for m in extracted if m.id and m.id not in catalog] == []
+
+
+def visible_without(html: str, *data: str) -> set[str]:
+    """English words of a page, the data the user typed or uploaded taken out."""
+    for value in data:
+        html = html.replace(value, "")
+    return english_words(html)
+
+
+def test_the_steps_after_a_form_is_sent_are_in_chinese(office):
+    """Credit review, done and refused; Flask-Admin's own flash after a save; the rate
+    import's dry run and its list of bad rows."""
+    app, _factory, _credit, ids = office
+    client = chinese_client(app, "resA")
+    url = f"/admin/credit/clid/{ids['clidA1']}"
+    first = client.get(url).get_data(as_text=True)
+    op_id = re.search(r'name="op_id" type="hidden" value="([^"]+)"', first).group(1)
+    form = {"kind": "charge", "limit_type": "none", "comment": "", "op_id": op_id}
+    form["csrf_token"] = token(first)
+    refused = client.post(url, data={**form, "amount": "1.2345678"}).get_data(as_text=True)
+    assert "金额最多保留 6 位小数" in refused
+    review = client.post(url, data={**form, "amount": "5"}).get_data(as_text=True)
+    assert "请确认" in review
+    done = client.post(url, data={**form, "amount": "5", "confirmed": "yes"}, follow_redirects=True)
+    pages = {"credit refused": refused, "credit review": review, "credit done": done.text}
+    assert "已完成" in done.text
+    created = post_form(
+        client,
+        "/admin/clids/new/",
+        {"clid": "7001", "display": "", "kind": "booth", "group": str(ids["groupA1"])},
+    )
+    assert created.status_code == 302
+    pages["created"] = client.get(created.headers["Location"]).get_data(as_text=True)
+    assert "记录" in pages["created"]  # Flask-Admin's "Record was successfully created."
+    preview = upload_deck(client, {"step": "preview"}).get_data(as_text=True)
+    assert "试运行" in preview
+    pages["import preview"] = preview.replace("China", "").replace("Japan", "")
+    bad = "prefix,dest,per minute,block\n0086,China,-1,6\n00x1,Oops,0.2,60\n0044,UK,0.1,0\n"
+    errors = upload_deck(client, {"step": "import"}, deck=bad).get_data(as_text=True)
+    assert "3 行有误" in errors and "第 2 行" in errors
+    pages["import errors"] = errors
+    left = {
+        name: visible_without(html, "China", "Japan", "Oops", "UK") for name, html in pages.items()
+    }
+    assert {name: words for name, words in left.items() if words} == {}
