@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from werkzeug.security import generate_password_hash
 
 from ops.errors import InvalidInput
+from ops.i18n import tr
 from schema import Account
 from schema.tenants import ROLES
 
@@ -18,22 +19,30 @@ MIN_PASSWORD_LENGTH = 10
 # control or bidirectional characters, and no two names that the database's case- and
 # accent-insensitive collation would take for one.
 USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,59}")
-USERNAME_RULE = (
-    "a username has 1 to 60 characters: letters a-z, digits and . _ - @, "
-    "starting with a letter or a digit"
-)
 LANGUAGES = {"en": "English", "zh": "简体中文"}
 
 
 def check_username(username: str) -> str:
     if not isinstance(username, str) or not USERNAME.fullmatch(username):
-        raise InvalidInput(f"{USERNAME_RULE} (not {username!r})")
+        raise InvalidInput(
+            tr(
+                "a username has 1 to 60 characters: letters a-z, digits and . _ - @, "
+                "starting with a letter or a digit (not %(name)s)",
+                name=repr(username),
+            )
+        )
     return username
 
 
 def check_language(language: str) -> str:
     if language not in LANGUAGES:
-        raise InvalidInput(f"language {language!r} is not one of {', '.join(LANGUAGES)}")
+        raise InvalidInput(
+            tr(
+                "language %(language)s is not one of %(languages)s",
+                language=repr(language),
+                languages=", ".join(LANGUAGES),
+            )
+        )
     return language
 
 
@@ -73,4 +82,6 @@ def set_password(account: Account, password: str) -> None:
 
 def _check_password(password: str) -> None:
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise InvalidInput(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
+        raise InvalidInput(
+            tr("password must have at least %(n)d characters", n=MIN_PASSWORD_LENGTH)
+        )

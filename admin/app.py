@@ -14,6 +14,7 @@ from flask import Flask, jsonify, request
 from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
 from flask_babel import lazy_gettext as _l
+from flask_babel import lazy_pgettext
 from flask_login import current_user
 
 from admin import (
@@ -93,7 +94,9 @@ def create_app(settings: Settings) -> Flask:
     )
     views.register(back_office)
     dead_letters.register(back_office)  # issue 12: calls settlement could not write
-    back_office.add_view(credit_page.CreditPage(name="Credit", endpoint="credit"))
+    back_office.add_view(
+        credit_page.CreditPage(name=lazy_pgettext("page", "Credit"), endpoint="credit")
+    )
     back_office.add_view(password_page.PasswordPage(name=_l("Password"), endpoint="password"))
     back_office.add_view(reports.ReportPage(name=_l("Reports"), endpoint="reports"))
     back_office.add_view(  # every operation, lock to deposit, with who and when

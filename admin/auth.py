@@ -28,6 +28,7 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import LoginManager, current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 from sqlalchemy import select
@@ -151,8 +152,8 @@ def limiter(kind: str) -> LoginLimiter:
 
 
 class LoginForm(FlaskForm):
-    username = StringField("Username", validators=[DataRequired(), Length(max=80)])
-    password = PasswordField("Password", validators=[DataRequired(), Length(max=200)])
+    username = StringField(_l("Username"), validators=[DataRequired(), Length(max=80)])
+    password = PasswordField(_l("Password"), validators=[DataRequired(), Length(max=200)])
 
 
 def _log_in(form: LoginForm, kind: str, find, check, make_user, next_url: str):
@@ -209,15 +210,15 @@ def login():
             db.session.commit()
             return done
     return render_template(
-        "login.html", form=form, title="Back office", action="auth.login", next=next_url
+        "login.html", form=form, title=_("Back office"), action="auth.login", next=next_url
     )
 
 
 @bp.route("/portal/login", methods=["GET", "POST"])
 def portal_login():
     form = LoginForm()
-    form.username.label.text = "Booth or extension number"
-    form.password.label.text = "PIN"
+    form.username.label.text = _("Booth or extension number")
+    form.password.label.text = _("PIN")
     next_url = safe_next(request.args.get("next"), under="/portal/")
     if form.validate_on_submit():
 
@@ -235,7 +236,11 @@ def portal_login():
         if done is not None:
             return done
     return render_template(
-        "login.html", form=form, title="Booth portal", action="auth.portal_login", next=next_url
+        "login.html",
+        form=form,
+        title=_("Booth portal"),
+        action="auth.portal_login",
+        next=next_url,
     )
 
 

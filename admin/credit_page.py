@@ -44,12 +44,12 @@ AMOUNT = re.compile(r"(-?)([0-9]+(?:\.[0-9]*)?|\.[0-9]+)")  # ASCII digits only
 
 
 class CreditForm(FlaskForm):
-    kind = SelectField("Operation", choices=list(KINDS.items()))
-    amount = StringField("Amount", validators=[Optional(), Length(max=24)])
+    kind = SelectField(_l("Operation"), choices=list(KINDS.items()))
+    amount = StringField(_l("Amount"), validators=[Optional(), Length(max=24)])
     limit_type = SelectField(
-        "Limit type", choices=[("none", "none"), ("prepaid", "prepaid"), ("postpaid", "postpaid")]
+        _l("Limit type"), choices=[(t, _l(t)) for t in ("none", "prepaid", "postpaid")]
     )
-    comment = StringField("Comment", validators=[Optional(), Length(max=255)])
+    comment = StringField(_l("Comment"), validators=[Optional(), Length(max=255)])
     op_id = HiddenField(validators=[DataRequired(), Length(max=64)])
     confirmed = HiddenField()
 

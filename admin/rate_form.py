@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from flask import current_app, flash
+from flask_babel import gettext as _
 from sqlalchemy import inspect, true
 from sqlalchemy.orm import Session
 from wtforms import StringField
@@ -53,8 +54,12 @@ def validate_rate(table: str, model) -> None:
         )
     if other is not None:
         raise ValidationError(
-            f"a rate for {values['dialprefix']} (numlen {values['numlen']}) exists already "
-            "in this scope: change that one"
+            _(
+                "a rate for %(prefix)s (numlen %(numlen)s) exists already "
+                "in this scope: change that one",
+                prefix=values["dialprefix"],
+                numlen=values["numlen"],
+            )
         )
     for field, value in values.items():
         setattr(model, field, value)
@@ -103,7 +108,9 @@ def push_to_redis(keys: list[RateKey]) -> None:
     except Exception:
         log.exception("rate saved in MySQL, not yet in Redis: %s", keys)
         flash(
-            "Saved. The live rate book could not be updated just now; "
-            "`asterbill rates sync` (or the next sync) brings it up to date.",
+            _(
+                "Saved. The live rate book could not be updated just now; "
+                "`asterbill rates sync` (or the next sync) brings it up to date."
+            ),
             "warning",
         )

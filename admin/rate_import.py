@@ -98,19 +98,19 @@ class RateImportPage(BaseView):
     def _form(self) -> ImportForm:
         form = ImportForm()
         user = current_user
-        form.table.choices = [(t, t) for t in TABLES_OF_ROLE[user.role]]
+        form.table.choices = [(t, gettext(t)) for t in TABLES_OF_ROLE[user.role]]
         resellers = db.session.scalars(
             select(Reseller).where(scope.visible(Reseller, user)).order_by(Reseller.name)
         ).all()
         form.reseller.choices = (
-            [(0, "all resellers (global)")] if user.role == "admin" else []
+            [(0, gettext("all resellers (global)"))] if user.role == "admin" else []
         ) + [(r.id, r.name) for r in resellers]
         groups = db.session.scalars(
             select(AccountGroup)
             .where(scope.visible(AccountGroup, user))
             .order_by(AccountGroup.name)
         ).all()
-        form.group.choices = [(0, "all shops")] + [(g.id, g.name) for g in groups]
+        form.group.choices = [(0, gettext("all shops"))] + [(g.id, g.name) for g in groups]
         # Scope fields a role does not choose are not in its form at all: its own are used.
         if user.role != "admin":
             del form.reseller
@@ -175,13 +175,16 @@ class RateImportPage(BaseView):
             if path.stat().st_size > limit:
                 path.unlink(missing_ok=True)
                 raise InvalidInput(
-                    f"the file is larger than {limit // 1024} KB (ASTERBILL_IMPORT_MAX_BYTES)"
+                    gettext(
+                        "the file is larger than %(kb)d KB (ASTERBILL_IMPORT_MAX_BYTES)",
+                        kb=limit // 1024,
+                    )
                 )
             return path
         token = form.upload.data or ""
         path = folder / token
         if not token or "/" in token or not path.is_file():
-            raise InvalidInput("choose a rate file")
+            raise InvalidInput(gettext("choose a rate file"))
         return path
 
     def _mapping(self, form: ImportForm) -> dict[str, str]:
@@ -285,8 +288,19 @@ class RateImportPage(BaseView):
                     **{f"map_{f}": c for f, c in mapping.items()},
                 },
             },
-            description=f"{'dry run of' if dry_run else 'import'} {path.name} "
-            f"into {target.table} rates",
+            description=(
+                gettext(
+                    "dry run of %(file)s into %(table)s rates",
+                    file=path.name,
+                    table=gettext(target.table),
+                )
+                if dry_run
+                else gettext(
+                    "import %(file)s into %(table)s rates",
+                    file=path.name,
+                    table=gettext(target.table),
+                )
+            ),
         )
         return redirect(url_for(".job", job_id=job.id))
 

@@ -15,6 +15,7 @@ from flask import abort, current_app, redirect, request, url_for
 from flask_admin import AdminIndexView, expose
 from flask_admin.contrib.sqla import ModelView
 from flask_admin.form import FileUploadField
+from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
@@ -148,15 +149,15 @@ class ScopedView(
 
     def on_model_change(self, form, model, is_created):
         if is_created and not scope.creatable(self.model, current_user):
-            raise ValidationError("you may not add these")
+            raise ValidationError(_l("you may not add these"))
         self.fill_scope(model, is_created)
         db.session.flush()
         if not scope.writable(model, current_user):
-            raise ValidationError("that is outside what you manage")
+            raise ValidationError(_l("that is outside what you manage"))
 
     def on_model_delete(self, model):
         if not scope.writable(model, current_user):
-            raise ValidationError("that is outside what you manage")
+            raise ValidationError(_l("that is outside what you manage"))
 
     def fill_scope(self, model, is_created) -> None:
         """Set the owner columns the user may not choose (e.g. a reseller's own id)."""
@@ -175,7 +176,7 @@ class AccountView(ScopedView):
     column_list = ("username", "role", "reseller", "group", "language", "active", "last_login_at")
     column_searchable_list = ("username",)
     form_columns = ("username", "role", "group", "reseller", "language", "active")
-    form_extra_fields = {"new_password": PasswordField("Password", validators=[Optional()])}
+    form_extra_fields = {"new_password": PasswordField(_l("Password"), validators=[Optional()])}
     form_overrides = {"role": SelectField, "language": SelectField}
     form_args = {
         "group": {"query_factory": group_choices, "allow_blank": True},
@@ -194,7 +195,7 @@ class AccountView(ScopedView):
         return form
 
     def _limit(self, form) -> None:
-        form.role.choices = [(r, r) for r in scope.CREATES_ROLES.get(current_user.role, ())]
+        form.role.choices = [(r, _l(r)) for r in scope.CREATES_ROLES.get(current_user.role, ())]
         if current_user.role != "admin":
             del form.reseller
 
@@ -208,11 +209,11 @@ class AccountView(ScopedView):
         except InvalidInput as exc:
             raise ValidationError(str(exc)) from None
         if model.role not in scope.CREATES_ROLES.get(current_user.role, ()):
-            raise ValidationError(f"you may not make {model.role} accounts")
+            raise ValidationError(_("you may not make %(role)s accounts", role=_(model.role)))
         if form_password := request.form.get("new_password"):
             set_password(model, form_password)
         elif is_created:
-            raise ValidationError("a new account needs a password")
+            raise ValidationError(_("a new account needs a password"))
         if model.role == "admin":
             model.reseller_id = model.group_id = None
             model.group = model.reseller = None
@@ -222,7 +223,7 @@ class AccountView(ScopedView):
                 model.reseller_id = current_user.reseller_id
         else:
             if model.group is None:
-                raise ValidationError(f"a {model.role} account needs a group")
+                raise ValidationError(_("a %(role)s account needs a group", role=_(model.role)))
             model.reseller_id = model.group.reseller_id
             model.reseller = model.group.reseller
 
@@ -271,9 +272,9 @@ def logo_is_an_image(form, field) -> None:
     head = data.stream.read(LOGO_MAX_BYTES + 1)
     data.stream.seek(0)
     if len(head) > LOGO_MAX_BYTES:
-        raise ValidationError("the logo may have at most 512 KB")
+        raise ValidationError(_l("the logo may have at most 512 KB"))
     if not head.startswith(LOGO_SIGNATURES.get(extension, (b"\0invalid",))):
-        raise ValidationError("the logo must be a PNG, JPEG or GIF image")
+        raise ValidationError(_l("the logo must be a PNG, JPEG or GIF image"))
 
 
 def logo_name(model, file_data) -> str:
@@ -329,7 +330,7 @@ class GroupView(WithAvailable, ScopedView):
         field.allowed_extensions = tuple(LOGO_SIGNATURES)
         field.namegen = logo_name
         field.validators = [*field.validators, logo_is_an_image]
-        field.label.text = "Logo (PNG, JPEG or GIF, at most 512 KB)"
+        field.label.text = _l("Logo (PNG, JPEG or GIF, at most 512 KB)")
         if current_user.role != "admin":
             del form.reseller  # its own, set in fill_scope
         if current_user.role == "groupadmin":
@@ -385,15 +386,13 @@ class ClidView(WithAvailable, ScopedView):
     form_columns = ("clid", "display", "kind", "group", "accountcode", "shown")
     form_args = {"group": {"query_factory": group_choices, "allow_blank": False}}
     form_overrides = {"kind": SelectField}
-    form_args["kind"] = {
-        "choices": [("booth", "booth"), ("extension", "extension"), ("card", "card")]
-    }
+    form_args["kind"] = {"choices": [(kind, _l(kind)) for kind in ("booth", "extension", "card")]}
 
     def fill_scope(self, model, is_created) -> None:
         old_number = inspect(model).attrs.clid.history.deleted
         model.asterbill_old_number = old_number[0] if old_number else None
         if model.group is None:
-            raise ValidationError("a clid needs a group")
+            raise ValidationError(_l("a clid needs a group"))
         model.asterbill_moved_from = _reseller_before_move(model)
         model.group_id = model.group.id
         if is_created and not model.pin:
@@ -463,7 +462,7 @@ class RateView(ScopedView):
             if getattr(model, "group_id", 0):
                 owned = db.session.get(AccountGroup, model.group_id)
                 if owned is None or owned.reseller_id != current_user.reseller_id:
-                    raise ValidationError("that group is not yours")
+                    raise ValidationError(_l("that group is not yours"))
         elif current_user.role == "groupadmin":
             model.reseller_id, model.group_id = current_user.reseller_id, current_user.group_id
         rate_form.validate_rate(self.table, model)

@@ -6,6 +6,7 @@ import re
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from ops.errors import InvalidInput
+from ops.i18n import tr
 
 MICROS = 1_000_000
 MULTIPLE_SCALE = 10_000  # billsec multiples have at most 4 decimals
@@ -22,17 +23,32 @@ def parse_decimal(raw: str | Decimal | int, places: int, what: str = "value") ->
     if isinstance(raw, float):
         raise TypeError("money is never a float")
     if isinstance(raw, str) and not MONEY_TEXT.fullmatch(raw.strip()):
-        raise InvalidInput(f"{what} {raw!r} is not a number (digits 0-9 and a decimal point)")
+        raise InvalidInput(
+            tr(
+                "%(what)s %(raw)s is not a number (digits 0-9 and a decimal point)",
+                what=what,
+                raw=repr(raw),
+            )
+        )
     try:
         value = raw if isinstance(raw, Decimal) else Decimal(str(raw).strip())
     except InvalidOperation:
-        raise InvalidInput(f"{what} {raw!r} is not a number") from None
+        raise InvalidInput(
+            tr("%(what)s %(raw)s is not a number", what=what, raw=repr(raw))
+        ) from None
     if not value.is_finite():
-        raise InvalidInput(f"{what} {raw!r} is not a number")
+        raise InvalidInput(tr("%(what)s %(raw)s is not a number", what=what, raw=repr(raw)))
     if value < 0:
-        raise InvalidInput(f"{what} {raw!r} is negative")
+        raise InvalidInput(tr("%(what)s %(raw)s is negative", what=what, raw=repr(raw)))
     if value != value.quantize(Decimal(1).scaleb(-places)):
-        raise InvalidInput(f"{what} {raw!r} has more than {places} decimals")
+        raise InvalidInput(
+            tr(
+                "%(what)s %(raw)s has more than %(n)d decimals",
+                what=what,
+                raw=repr(raw),
+                n=places,
+            )
+        )
     return value
 
 
@@ -40,7 +56,9 @@ def to_micros(raw: str | Decimal | int, what: str = "amount") -> int:
     """Money as integer micro-units, exactly (refuses more than 6 decimals or negatives)."""
     micros = int(parse_decimal(raw, 6, what) * MICROS)
     if micros > MAX_SAFE_MICROS:
-        raise InvalidInput(f"{what} {raw!r} is larger than {MAX_MONEY}")
+        raise InvalidInput(
+            tr("%(what)s %(raw)s is larger than %(max)s", what=what, raw=repr(raw), max=MAX_MONEY)
+        )
     return micros
 
 
@@ -57,7 +75,9 @@ def to_multiple(raw: str | Decimal | int, what: str = "multiple") -> int:
     """A billsec multiple as integer ten-thousandths (1.25 -> 12500)."""
     value = parse_decimal(raw, 4, what)
     if value > Decimal("9999.9999"):
-        raise InvalidInput(f"{what} {raw!r} is larger than 9999.9999")
+        raise InvalidInput(
+            tr("%(what)s %(raw)s is larger than %(max)s", what=what, raw=repr(raw), max="9999.9999")
+        )
     return int(value * MULTIPLE_SCALE)
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from ops.errors import InvalidInput
+from ops.i18n import tr
 
 FIELDS = (
     "dialprefix",
@@ -33,8 +34,12 @@ def read_cells(
     for number, row in enumerate(_read_cells(path, delimiter), start=1):
         if max_rows is not None and number > max_rows:
             raise InvalidInput(
-                f"{path.name} has more than {max_rows} rows (the limit of "
-                "ASTERBILL_IMPORT_MAX_ROWS): split it, or import it with `asterbill rates import`"
+                tr(
+                    "%(file)s has more than %(n)s rows (the limit of ASTERBILL_IMPORT_MAX_ROWS): "
+                    "split it, or import it with `asterbill rates import`",
+                    file=path.name,
+                    n=max_rows,
+                )
             )
         yield row
 
@@ -50,9 +55,13 @@ def _read_cells(path: Path, delimiter: str) -> Iterator[list[str]]:
         elif suffix == ".xls":
             yield from _xls(path)
         else:
-            raise InvalidInput(f"{path.name}: unknown file type (use .csv, .xls or .xlsx)")
+            raise InvalidInput(
+                tr("%(file)s: unknown file type (use .csv, .xls or .xlsx)", file=path.name)
+            )
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InvalidInput(f"{path.name} could not be read: {exc}") from None
+        raise InvalidInput(
+            tr("%(file)s could not be read: %(error)s", file=path.name, error=exc)
+        ) from None
 
 
 def _cell(value) -> str:
@@ -75,7 +84,9 @@ def _xlsx(path: Path) -> Iterator[list[str]]:
         _check_unzipped_size(path)
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except (InvalidFileException, zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
-        raise InvalidInput(f"{path.name} is not a readable XLSX file: {exc}") from None
+        raise InvalidInput(
+            tr("%(file)s is not a readable XLSX file: %(error)s", file=path.name, error=exc)
+        ) from None
     try:
         sheet = book.worksheets[0]
         # read-only mode trusts the sheet's <dimension> tag; a stale one (A1:C3 for 10 rows)
@@ -84,7 +95,9 @@ def _xlsx(path: Path) -> Iterator[list[str]]:
         for row in sheet.iter_rows(values_only=True):
             yield [_cell(v) for v in row]
     except (zipfile.BadZipFile, KeyError, ValueError, EOFError) as exc:
-        raise InvalidInput(f"{path.name} is not a readable XLSX file: {exc}") from None
+        raise InvalidInput(
+            tr("%(file)s is not a readable XLSX file: %(error)s", file=path.name, error=exc)
+        ) from None
     finally:
         book.close()
 
@@ -98,7 +111,12 @@ def _check_unzipped_size(path: Path) -> None:
         total = sum(part.file_size for part in archive.infolist())
         if total > XLSX_MAX_UNZIPPED_BYTES:
             raise InvalidInput(
-                f"{path.name} unpacks to {total} bytes, more than {XLSX_MAX_UNZIPPED_BYTES}"
+                tr(
+                    "%(file)s unpacks to %(n)s bytes, more than %(max)s",
+                    file=path.name,
+                    n=total,
+                    max=XLSX_MAX_UNZIPPED_BYTES,
+                )
             )
 
 
@@ -111,7 +129,9 @@ def _xls(path: Path) -> Iterator[list[str]]:
     except Exception as exc:
         # xlrd raises many kinds (CompDocError, struct errors, KeyError...) on a damaged
         # upload: every one of them means "not a readable file"
-        raise InvalidInput(f"{path.name} is not a readable XLS file: {exc}") from None
+        raise InvalidInput(
+            tr("%(file)s is not a readable XLS file: %(error)s", file=path.name, error=exc)
+        ) from None
     for r in range(sheet.nrows):
         yield [_cell(v) for v in sheet.row_values(r)]
 
@@ -148,10 +168,22 @@ def mapped_rows(
         elif column.strip().lower() in names:
             positions[field] = names.index(column.strip().lower())
         else:
-            raise InvalidInput(f"mapping {field}={column}: no such column in the file")
+            raise InvalidInput(
+                tr(
+                    "mapping %(field)s=%(column)s: no such column in the file",
+                    field=field,
+                    column=column,
+                )
+            )
     missing = [f for f in REQUIRED if f not in positions]
     if missing:
-        raise InvalidInput(f"no column for {', '.join(missing)}: map it, e.g. --map {missing[0]}=2")
+        raise InvalidInput(
+            tr(
+                "no column for %(fields)s: map it, e.g. --map %(first)s=2",
+                fields=", ".join(missing),
+                first=missing[0],
+            )
+        )
     rows = cells if header else _chain(first, cells)
     for number, row in enumerate(rows, start=2 if header else 1):
         if not any(c.strip() for c in row):

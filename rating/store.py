@@ -11,6 +11,7 @@ from sqlalchemy import delete, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from ops.errors import InvalidInput
+from ops.i18n import tr
 from rating import rate_limits as limits
 from rating.book import RedisRateBook
 from rating.money import from_micros, stored_micros, to_micros
@@ -42,19 +43,29 @@ class ImportReport:
 
 def check_target(session: Session, target: Target) -> None:
     if target.table not in TABLES:
-        raise InvalidInput(f"table {target.table!r} is not one of {', '.join(TABLES)}")
+        raise InvalidInput(
+            tr(
+                "table %(table)s is not one of %(tables)s",
+                table=repr(target.table),
+                tables=", ".join(TABLES),
+            )
+        )
     if target.table == "reseller" and target.group_id:
-        raise InvalidInput("reseller rates have no group scope: leave the group at 0")
+        raise InvalidInput(tr("reseller rates have no group scope: leave the group at 0"))
     if target.reseller_id and session.get(Reseller, target.reseller_id) is None:
-        raise InvalidInput(f"reseller {target.reseller_id} does not exist")
+        raise InvalidInput(tr("reseller %(id)s does not exist", id=target.reseller_id))
     if target.group_id:
         group = session.get(AccountGroup, target.group_id)
         if group is None:
-            raise InvalidInput(f"group {target.group_id} does not exist")
+            raise InvalidInput(tr("group %(id)s does not exist", id=target.group_id))
         if group.reseller_id != target.reseller_id:
             raise InvalidInput(
-                f"group {target.group_id} belongs to reseller "
-                f"{group.reseller_id}, not {target.reseller_id}"
+                tr(
+                    "group %(group)s belongs to reseller %(owner)s, not %(reseller)s",
+                    group=target.group_id,
+                    owner=group.reseller_id,
+                    reseller=target.reseller_id,
+                )
             )
 
 
@@ -67,8 +78,11 @@ def validate_row(cells: dict[str, str]) -> dict:
         or (limits.ASCII_DIGITS.fullmatch(prefix) and len(prefix) <= limits.MAX_PREFIX_DIGITS)
     ):
         raise InvalidInput(
-            f"dialprefix {prefix!r} is not digits 0-9 (at most {limits.MAX_PREFIX_DIGITS}) "
-            "or 'default'"
+            tr(
+                "dialprefix %(prefix)s is not digits 0-9 (at most %(n)d) or 'default'",
+                prefix=repr(prefix),
+                n=limits.MAX_PREFIX_DIGITS,
+            )
         )
 
     def whole(field: str, default: int, low: int, high: int) -> int:
@@ -76,10 +90,20 @@ def validate_row(cells: dict[str, str]) -> dict:
         if not text:
             return default
         if not limits.ASCII_DIGITS.fullmatch(text.lstrip("-")):
-            raise InvalidInput(f"{field} {text!r} is not a whole number")
+            raise InvalidInput(
+                tr("%(field)s %(text)s is not a whole number", field=field, text=repr(text))
+            )
         value = int(text)
         if not low <= value <= high:
-            raise InvalidInput(f"{field} {value} is out of range ({low}..{high})")
+            raise InvalidInput(
+                tr(
+                    "%(field)s %(value)s is out of range (%(low)s..%(high)s)",
+                    field=field,
+                    value=value,
+                    low=low,
+                    high=high,
+                )
+            )
         return value
 
     def money(field: str, required: bool, high: Decimal) -> Decimal:
@@ -87,20 +111,27 @@ def validate_row(cells: dict[str, str]) -> dict:
         if not text and not required:
             return Decimal(0)
         if not text:
-            raise InvalidInput(f"{field} is empty")
+            raise InvalidInput(tr("%(field)s is empty", field=field))
         value = from_micros(to_micros(text, field))
         if value > high:
-            raise InvalidInput(f"{field} {text} is larger than {high}")
+            raise InvalidInput(
+                tr("%(field)s %(text)s is larger than %(high)s", field=field, text=text, high=high)
+            )
         return value
 
     destination = _text(cells, "destination")
     if len(destination) > limits.MAX_DESTINATION:
-        raise InvalidInput(f"destination is longer than {limits.MAX_DESTINATION} characters")
+        raise InvalidInput(
+            tr("destination is longer than %(n)d characters", n=limits.MAX_DESTINATION)
+        )
     if limits.DESTINATION_FORBIDDEN.search(destination):
-        raise InvalidInput("destination may not contain '|' or control characters")
+        raise InvalidInput(tr("destination may not contain '|' or control characters"))
     if destination.startswith(limits.FORMULA_START):
         raise InvalidInput(
-            f"destination {destination!r} may not start with = + - or @ (a spreadsheet formula)"
+            tr(
+                "destination %(text)s may not start with = + - or @ (a spreadsheet formula)",
+                text=repr(destination),
+            )
         )
     return {
         "dialprefix": prefix,
@@ -139,13 +170,19 @@ def import_rates(
         try:
             row = validate_row(cells)
         except InvalidInput as exc:
-            errors.append(f"row {number}: {exc}")
+            errors.append(tr("row %(n)s: %(error)s", n=number, error=exc))
             continue
         key = (row["dialprefix"], row["numlen"])
         if key in first_row:
             errors.append(
-                f"row {number}: duplicate of row {first_row[key]} "
-                f"(dialprefix {key[0]}, numlen {key[1]})"
+                tr(
+                    "row %(n)s: duplicate of row %(first)s "
+                    "(dialprefix %(prefix)s, numlen %(numlen)s)",
+                    n=number,
+                    first=first_row[key],
+                    prefix=key[0],
+                    numlen=key[1],
+                )
             )
             continue
         first_row[key] = number
@@ -154,19 +191,25 @@ def import_rates(
     if existing and not replace:
         for key, rate_id in sorted(existing.items(), key=lambda kv: first_row[kv[0]]):
             errors.append(
-                f"row {first_row[key]}: rate {key[0]}/{key[1]} already exists "
-                f"(id {rate_id}); use replace to update it"
+                tr(
+                    "row %(n)s: rate %(prefix)s/%(numlen)s already exists (id %(id)s); "
+                    "use replace to update it",
+                    n=first_row[key],
+                    prefix=key[0],
+                    numlen=key[1],
+                    id=rate_id,
+                )
             )
     if errors:
         shown = errors[:MAX_ERRORS_SHOWN]
         more = len(errors) - len(shown)
         raise InvalidInput(
-            f"{len(errors)} bad row(s), nothing imported: "
+            tr("%(n)d bad row(s), nothing imported: ", n=len(errors))
             + "; ".join(shown)
-            + (f"; and {more} more" if more else "")
+            + (tr("; and %(n)d more", n=more) if more else "")
         )
     if not values:
-        raise InvalidInput("the file has no rate rows, nothing imported")
+        raise InvalidInput(tr("the file has no rate rows, nothing imported"))
 
     scope = {"reseller_id": target.reseller_id}
     if target.table != "reseller":
@@ -345,9 +388,17 @@ def delete_matching(
     """Delete the rows matching every given filter. An empty filter needs `confirm_all`.
     Returns the count and the scopes touched (to sync)."""
     if table not in TABLES:
-        raise InvalidInput(f"table {table!r} is not one of {', '.join(TABLES)}")
+        raise InvalidInput(
+            tr(
+                "table %(table)s is not one of %(tables)s",
+                table=repr(table),
+                tables=", ".join(TABLES),
+            )
+        )
     if reseller_id is None and group_id is None and not prefix and not confirm_all:
-        raise InvalidInput("no filter given: this would delete the whole table; confirm with --all")
+        raise InvalidInput(
+            tr("no filter given: this would delete the whole table; confirm with --all")
+        )
     model = MODELS[table]
     clauses = []
     if reseller_id is not None:
@@ -356,7 +407,9 @@ def delete_matching(
         clauses.append(model.group_id == group_id)
     if prefix:
         if not (prefix.isdigit() or prefix == DEFAULT):
-            raise InvalidInput(f"prefix {prefix!r} is not digits or 'default'")
+            raise InvalidInput(
+                tr("prefix %(prefix)s is not digits or 'default'", prefix=repr(prefix))
+            )
         clauses.append(model.dialprefix.startswith(prefix, autoescape=True))
     group_col = model.group_id if table != "reseller" else None
     scope_cols = [model.reseller_id] + ([group_col] if group_col is not None else [])
@@ -387,7 +440,12 @@ def save_rate(
     other = next(iter(taken.values()), None)
     if other is not None and other != rate_id:
         raise InvalidInput(
-            f"rate {values['dialprefix']}/{values['numlen']} already exists (id {other})"
+            tr(
+                "rate %(prefix)s/%(numlen)s already exists (id %(id)s)",
+                prefix=values["dialprefix"],
+                numlen=values["numlen"],
+                id=other,
+            )
         )
     previous: RateKey | None = None
     if rate_id is None:
@@ -400,7 +458,9 @@ def save_rate(
     else:
         row = session.get(model, rate_id)
         if row is None:
-            raise InvalidInput(f"{target.table} rate {rate_id} does not exist")
+            raise InvalidInput(
+                tr("%(table)s rate %(id)s does not exist", table=target.table, id=rate_id)
+            )
         previous = key_of(target.table, row)
         for key, value in values.items():
             setattr(row, key, value)
@@ -416,7 +476,7 @@ def delete_rate(session: Session, book: RedisRateBook, table: str, rate_id: int)
     """Delete one rate row and remove just that row from Redis."""
     row = session.get(MODELS[table], rate_id)
     if row is None:
-        raise InvalidInput(f"{table} rate {rate_id} does not exist")
+        raise InvalidInput(tr("%(table)s rate %(id)s does not exist", table=table, id=rate_id))
     key = key_of(table, row)
     session.delete(row)
     session.flush()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from lua.credit import CreditEngine
 from ops.errors import InvalidInput
+from ops.i18n import tr
 from workers.settle import read_ended
 
 
@@ -31,8 +32,11 @@ def check_move(engine: CreditEngine, clid_id: int, old_reseller: int, new_resell
     busy = open_calls(engine, old_reseller, clid_id)
     if busy:
         raise InvalidInput(
-            f"this booth has {busy} call(s) running or not yet settled under its reseller: "
-            "move it to another reseller's shop once they are settled"
+            tr(
+                "this booth has %(n)s call(s) running or not yet settled under its reseller: "
+                "move it to another reseller's shop once they are settled",
+                n=busy,
+            )
         )
 
 

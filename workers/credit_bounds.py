@@ -13,6 +13,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from ops.errors import InvalidInput
+from ops.i18n import tr
 
 MAX_AMOUNT = Decimal(1_000_000_000)  # one charge, refund, limit or deposit
 MAX_BALANCE = Decimal(1_000_000_000)  # credit used (curcredit), either sign
@@ -20,7 +21,14 @@ MAX_BALANCE = Decimal(1_000_000_000)  # credit used (curcredit), either sign
 
 def check_amount(kind: str, amount: Decimal | None) -> None:
     if amount is not None and amount > MAX_AMOUNT:
-        raise InvalidInput(f"{kind} amount {amount} is larger than the maximum {MAX_AMOUNT}")
+        raise InvalidInput(
+            tr(
+                "%(kind)s amount %(amount)s is larger than the maximum %(max)s",
+                kind=tr(kind),
+                amount=amount,
+                max=MAX_AMOUNT,
+            )
+        )
 
 
 def check_balance(level: str, target_id: int, before: Decimal, after: Decimal) -> None:
@@ -28,6 +36,12 @@ def check_balance(level: str, target_id: int, before: Decimal, after: Decimal) -
     that was out of range before these bounds can still be settled)."""
     if abs(after) > MAX_BALANCE and abs(after) > abs(before):
         raise InvalidInput(
-            f"this would make the credit used of {level} {target_id} {after}, beyond "
-            f"±{MAX_BALANCE}: nothing changed"
+            tr(
+                "this would make the credit used of %(level)s %(id)s %(after)s, beyond "
+                "±%(max)s: nothing changed",
+                level=tr(level),
+                id=target_id,
+                after=after,
+                max=MAX_BALANCE,
+            )
         )

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from lua.credit import CreditEngine, CreditError
 from ops.errors import InvalidInput
+from ops.i18n import tr
 from rating.money import parse_decimal, stored_micros, to_micros
 from schema import AccountGroup, Clid, CreditHistory, CreditOperation, Reseller
 from schema.base import LIMIT_TYPES
@@ -80,11 +81,15 @@ def record(session: Session, request: CreditRequest):
     model = MODELS[request.level]
     row = session.get(model, request.target_id, with_for_update=True)
     if row is None:
-        raise InvalidInput(f"{request.level} {request.target_id} does not exist")
+        raise InvalidInput(
+            tr("%(level)s %(id)s does not exist", level=tr(request.level), id=request.target_id)
+        )
     existing = session.scalar(select(CreditOperation).where(CreditOperation.op_id == request.op_id))
     if existing is not None:
         if _signature(existing) != _signature(request):
-            raise InvalidInput(f"operation id {request.op_id} was used for another operation")
+            raise InvalidInput(
+                tr("operation id %(id)s was used for another operation", id=request.op_id)
+            )
         return existing, True, row.curcredit, row.curcredit
     before = row.curcredit
     amount = request.amount
@@ -211,23 +216,36 @@ def reapply_pending(factory, engine: CreditEngine, older_than_s: float = 5.0) ->
 
 def validate(r: CreditRequest) -> None:
     if r.kind not in KINDS:
-        raise InvalidInput(f"unknown credit operation {r.kind!r} (one of {', '.join(KINDS)})")
+        raise InvalidInput(
+            tr(
+                "unknown credit operation %(kind)s (one of %(kinds)s)",
+                kind=repr(r.kind),
+                kinds=", ".join(KINDS),
+            )
+        )
     if r.level not in MODELS:
         raise InvalidInput(f"unknown level {r.level!r} (clid, group or reseller)")
     if r.kind in CLID_ONLY and r.level != "clid":
-        raise InvalidInput(f"{r.kind} applies to clids only")
+        raise InvalidInput(tr("%(kind)s applies to clids only", kind=tr(r.kind)))
     if not 1 <= len(r.op_id) <= 64:
-        raise InvalidInput("an operation id has 1 to 64 characters")
+        raise InvalidInput(tr("an operation id has 1 to 64 characters"))
     if r.kind in MONEY_KINDS and not (r.kind == "set_deposit" and r.amount is None):
         if r.amount is None:
-            raise InvalidInput(f"{r.kind} needs an amount")
-        parse_decimal(r.amount, 6, f"{r.kind} amount")
-        to_micros(r.amount, f"{r.kind} amount")  # also within what Lua keeps exact
+            raise InvalidInput(tr("%(kind)s needs an amount", kind=tr(r.kind)))
+        what = tr("%(kind)s amount", kind=tr(r.kind))
+        parse_decimal(r.amount, 6, what)
+        to_micros(r.amount, what)  # also within what Lua keeps exact
         check_amount(r.kind, r.amount)
         if r.kind in ("charge", "refund") and r.amount == 0:
-            raise InvalidInput(f"a {r.kind} of 0 changes nothing")
+            raise InvalidInput(tr("a %(kind)s of 0 changes nothing", kind=tr(r.kind)))
     if r.kind == "set_limit_type" and r.value not in LIMIT_TYPES:
-        raise InvalidInput(f"limit type {r.value!r} is not one of {', '.join(LIMIT_TYPES)}")
+        raise InvalidInput(
+            tr(
+                "limit type %(value)s is not one of %(types)s",
+                value=repr(r.value),
+                types=", ".join(LIMIT_TYPES),
+            )
+        )
 
 
 def _signature(x) -> tuple:
