@@ -67,6 +67,12 @@ class Biller:
             self.billed[call.call_id] = Billed(payer, pricing)
             self.channels[call.call_id] = call.channel
             return None
+        if call.ended_us is not None and reason in HANG_UP_AT_DIAL and payer and pricing:
+            # A call that already happened (known only by its Cdr): nobody could stop it,
+            # so what Asterisk says it talked is billed, and flagged with why it would
+            # have been refused.
+            self.billed[call.call_id] = Billed(payer, pricing, flags=[str(reason).lower()])
+            return None
         self.refused[call.call_id] = str(reason or "DENIED").lower()
         if reason == Deny.UNKNOWN_PAYER:
             log.info(
@@ -145,8 +151,11 @@ class Biller:
     def orphans(self, live_uniqueids: set[str], known: set[str], now_ms: int) -> list[Call]:
         """After a (re)start: calls Redis is billing that this process does not follow.
         Those still up are adopted (returned, to be followed); the others ended while nobody
-        listened and are ended now, flagged for review."""
+        listened: they end at the last sign of life of the listener that billed them (its
+        heartbeat; they were known to run until then, and Asterisk's Cdr of their real end
+        went to nobody), never later than now, and are flagged for review."""
         adopted = []
+        last_alive = self.last_alive_ms()
         for reseller in self.engine.resellers_with_calls():
             for call_id, meta in self.engine.live_calls(reseller).items():
                 if call_id in known:
@@ -176,10 +185,22 @@ class Biller:
                 if call_id in live_uniqueids:
                     adopted.append(call)
                 else:
-                    call.ended_us = max(now_ms * 1000, call.answered_us)
+                    until = min(now_ms, last_alive) if last_alive else now_ms
+                    call.ended_us = max(until * 1000, call.answered_us)
                     call.review = "ended_while_listener_down"
                     self.on_ended(call)
         return adopted
+
+    def heartbeat(self, now_ms: int) -> None:
+        """The listener is alive and following its calls (read by the next one's orphans)."""
+        self.engine.client.set(self._alive_key(), now_ms)
+
+    def last_alive_ms(self) -> int:
+        value = self.engine.client.get(self._alive_key())
+        return int(value) if value else 0
+
+    def _alive_key(self) -> str:
+        return f"{self.engine.keys.prefix}:listener:alive"
 
     def tick(self, now_ms: int) -> tuple[list[HangupRequest], int]:
         """Pay every boundary due before now + guard; the calls to cut; the next due time."""
@@ -255,9 +276,17 @@ class Biller:
                 "disposition": call.disposition,
                 "hangup_cause": call.hangup_cause,
                 "hangup_cause_text": call.hangup_cause_text,
-                "flags": flags,
+                "flags": flags + (["billsec_measured"] if _measured(call) else []),
                 "review": call.review,
                 "destination": destination,
+                "duration": call.duration,
+                "billsec_source": call.billsec_source,
             },
             separators=(",", ":"),
         )
+
+
+def _measured(call: Call) -> bool:
+    """An ended answered call whose billsec is the listener's own clock (no Cdr, no
+    Timestamp headers): a person may want to compare it with Asterisk's CDR."""
+    return call.ended_us is not None and call.billsec_source == "clock"

@@ -340,6 +340,12 @@ class CallTracker:
         return call.cdr_billsec is None and call.leg != "b"
 
     def _ended(self, call: Call) -> Ended:
+        if call.cdr_billsec is not None and call.answered_us is not None:
+            # Asterisk's billsec on its own clock; our answer and end times may be a few ms
+            # closer together (receive clock, a replay sped up): the end is never sooner than
+            # answer + billsec, so the two agree (the end script checks it).
+            floor = call.answered_us + call.cdr_billsec * 1_000_000
+            call.ended_us = max(call.ended_us or floor, floor)
         self._remember(call.uniqueid, True)
         return Ended(call)
 
@@ -454,7 +460,7 @@ class CallTracker:
             uniqueid = channel.get("Uniqueid", "")
             if not uniqueid or uniqueid in self.created:
                 continue
-            seconds = _hms(channel.get("Duration", ""))
+            seconds = hms_seconds(channel.get("Duration", ""))
             self.created[uniqueid] = now_us - seconds * 1_000_000
             if channel.get("ChannelStateDesc") == "Up" and channel.get("BridgeId"):
                 self.up_since.setdefault(uniqueid, answers.get(uniqueid) or now_us)
@@ -502,7 +508,7 @@ def _int(value: str | None) -> int:
     return int(value) if value and value.isdigit() else 0
 
 
-def _hms(value: str) -> int:
+def hms_seconds(value: str) -> int:
     """CoreShowChannel `Duration` (`HH:MM:SS`) -> seconds; 0 when unreadable."""
     parts = value.split(":")
     if len(parts) != 3 or not all(p.isdigit() for p in parts):

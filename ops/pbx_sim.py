@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ami_listener import frames
+from ami_listener.tracker import hms_seconds
 
 log = logging.getLogger("asterbill.pbx_sim")
 GREETING = b"Asterisk Call Manager/9.0.0\r\n"
@@ -62,6 +63,9 @@ class Channel:
     state: str = "Down"
     created: float = field(default_factory=time.monotonic)
     hangup: asyncio.Event = field(default_factory=asyncio.Event)
+    application: str = "Dial"  # as CoreShowChannels shows it: Dial (the caller), AppDial...
+    bridge_id: str = ""  # set while bridged (answered)
+    answered: float | None = None  # epoch seconds, what CDR(answer,u) gives
 
     def snapshot(self) -> list[tuple[str, str]]:
         return [
@@ -94,6 +98,7 @@ class AmiServer:
         self._server: asyncio.base_events.Server | None = None
         self.generator: Generator | None = None  # places originated calls
         self._originated: set[asyncio.Task] = set()
+        self.booted = time.monotonic()  # FullyBooted's Uptime counts from here
 
     async def start(self, host: str, port: int) -> int:
         self._server = await asyncio.start_server(self._session, host, port)
@@ -166,6 +171,8 @@ class AmiServer:
                             [
                                 ("Event", "FullyBooted"),
                                 ("Privilege", "system,all"),
+                                ("Uptime", str(int(time.monotonic() - self.booted))),
+                                ("LastReload", str(int(time.monotonic() - self.booted))),
                                 ("Status", "Fully Booted"),
                             ]
                         )
@@ -197,6 +204,8 @@ class AmiServer:
                         writer.write(frames.build([*reply, ("Message", "Channel Hungup")]))
                 elif name == "coreshowchannels":
                     self._show_channels(writer, reply)
+                elif name == "getvar":
+                    writer.write(frames.build(self._getvar(action, reply)))
                 elif name == "originate":
                     self._originate(writer, action, reply)
                 elif name == "logoff":
@@ -256,6 +265,27 @@ class AmiServer:
         self._originated.add(task)
         task.add_done_callback(self._originated.discard)
 
+    def find_channel(self, name_or_uniqueid: str) -> Channel | None:
+        """By name or by Uniqueid, as Asterisk's channel lookup does."""
+        channel = self.channels.get(name_or_uniqueid)
+        if channel is None:
+            channel = next(
+                (c for c in self.channels.values() if c.uniqueid == name_or_uniqueid), None
+            )
+        return channel
+
+    def _getvar(self, action: dict, reply) -> list[tuple[str, str]]:
+        """Getvar on a channel; only `CDR(answer...)` has a value here (epoch seconds with
+        microseconds, as `CDR(answer,u)`; empty while unanswered)."""
+        channel = self.find_channel(action.get("Channel", ""))
+        if channel is None:
+            return [("Response", "Error"), *reply[1:], ("Message", "No such channel")]
+        variable = action.get("Variable", "")
+        value = ""
+        if variable.startswith("CDR(answer") and channel.answered is not None:
+            value = f"{channel.answered:.6f}"
+        return [*reply, ("Variable", variable), ("Value", value)]
+
     def _show_channels(self, writer: asyncio.StreamWriter, reply) -> None:
         action_id = [h for h in reply if h[0] == "ActionID"]
         writer.write(
@@ -271,8 +301,9 @@ class AmiServer:
                         ("Event", "CoreShowChannel"),
                         *action_id,
                         *channel.snapshot(),
-                        ("Application", "Dial"),
+                        ("Application", channel.application),
                         ("Duration", duration),
+                        ("BridgeId", channel.bridge_id),
                     ]
                 )
             )
@@ -292,46 +323,148 @@ class AmiServer:
 def capture_events(path: Path) -> list[tuple[float, str]]:
     """(t, raw) of the unsolicited messages of a capture: events that answer none of the
     capture client's own actions (its Login, Hangup, CoreShowChannels, Logoff)."""
-    out = []
+    return [e for s in capture_sessions(path) for e in s.events]
+
+
+@dataclass
+class CaptureSession:
+    """One AMI session of a capture (24-26 hold two: Asterisk killed or restarted, or the
+    listener away). `end`: how it ended (`eof`: Asterisk closed it; `closed`: the client
+    did, 25); `listed`: the channels its login's CoreShowChannels reply listed (what was up
+    when it began); `uptime`: its FullyBooted's Uptime."""
+
+    login_t: float
+    events: list[tuple[float, str]] = field(default_factory=list)
+    end: str = ""
+    end_t: float | None = None
+    listed: list[dict[str, str]] | None = None
+    uptime: int | None = None
+
+
+def capture_sessions(path: Path) -> list[CaptureSession]:
     with open(path) as f:
-        next(f)
-        for line in f:
-            item = json.loads(line)
-            raw = item.get("raw", "")
-            if not raw.startswith("Event: ") or "\r\nActionID: " in raw:
-                continue
-            if raw.startswith(("Event: FullyBooted", "Event: SuccessfulAuth")):
-                continue
-            out.append((item["t"], raw))
-    return out
-
-
-async def replay(server: AmiServer, path: Path, speed: float = 1.0) -> None:
-    """Send a capture's events to the logged-in sessions, its pace divided by `speed`."""
-    events = capture_events(path)
-    if not events:
-        return
-    await server.logged_in.wait()
-    start, first_t = time.monotonic(), events[0][0]
-    wall0 = time.time()
-    first_ts = None
-    for t, raw in events:
-        delay = start + (t - first_t) / speed - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        head = json.loads(next(f))
+        items = [json.loads(line) for line in f]
+    closed = head.get("observed", {}).get("disconnect", {}).get("t_client_closed_socket")
+    sessions: list[CaptureSession] = []
+    for item in items:
+        raw = item.get("raw", "")
+        if raw.startswith("Asterisk Call Manager"):
+            if sessions and not sessions[-1].end:
+                sessions[-1].end, sessions[-1].end_t = "closed", closed or item["t"]
+            sessions.append(CaptureSession(item["t"]))
+            continue
+        if not sessions:
+            continue
+        session = sessions[-1]
+        if item.get("eof"):
+            session.end, session.end_t = "eof", item["t"]
+        if not raw.startswith("Event: "):
+            continue
         headers = frames.parse(raw)
-        _follow_channels(server, headers)
-        if "Timestamp" in headers:
-            stamp = float(headers["Timestamp"])
-            first_ts = stamp if first_ts is None else first_ts
-            moved = f"{wall0 + (stamp - first_ts) / speed:.6f}"
-            raw = raw.replace(f"Timestamp: {headers['Timestamp']}\r\n", f"Timestamp: {moved}\r\n")
-        server.send_raw(raw.encode())
+        if headers.get("Event") == "FullyBooted" and session.uptime is None:
+            uptime = headers.get("Uptime", "")
+            session.uptime = int(uptime) if uptime.isdigit() else None
+        listing = headers.get("Event") in ("CoreShowChannel", "CoreShowChannelsComplete")
+        if listing and not session.events:  # the login's snapshot (before any event)
+            session.listed = session.listed or []
+            if headers["Event"] == "CoreShowChannel":
+                session.listed.append(headers)
+        if "\r\nActionID: " in raw:
+            continue
+        if raw.startswith(("Event: FullyBooted", "Event: SuccessfulAuth")):
+            continue
+        session.events.append((item["t"], raw))
+    return sessions
+
+
+def _answer_ts(path: Path) -> dict[str, float]:
+    """Asterisk's answer `t` of the calls of the header's `observed.calls`, by Uniqueid."""
+    with open(path) as f:
+        head = json.loads(next(f))
+    return {
+        c["booth_uniqueid"]: c["t_answered"]
+        for c in head.get("observed", {}).get("calls", [])
+        if c.get("booth_uniqueid") and c.get("t_answered") is not None
+    }
+
+
+async def replay(server: AmiServer, path: Path, speed: float = 1.0, jitter: float = 0.0) -> None:
+    """Send a capture's events to the logged-in sessions, its pace divided by `speed`.
+
+    Each session of the capture starts when a client has logged in. Between two sessions
+    the replay does what the capture shows: Asterisk closed the connection (eof; with the
+    next FullyBooted's `Uptime: 0` it restarted: every channel gone, `Uptime` from 0) or the
+    client went away (the connection is dropped); the channels up when the next session
+    begins are the ones its CoreShowChannels listed. `Timestamp` headers are moved onto the
+    replay's own clock. `jitter`: every event is delivered up to this many seconds late
+    (random, stream order kept), as a loaded network or listener would see it."""
+    sessions = capture_sessions(path)
+    answered_t = _answer_ts(path)
+    rnd = random.Random(0)
+    for n, session in enumerate(sessions):
+        if not session.events and n == 0:
+            continue
+        await server.logged_in.wait()
+        first_t = session.events[0][0] if n == 0 and session.events else session.login_t
+        start, wall0, first_ts, late = time.monotonic(), time.time(), None, 0.0
+        if session.listed is not None and n > 0:
+            for channel in server.channels.values():
+                if channel.uniqueid in answered_t:
+                    channel.answered = wall0 + (answered_t[channel.uniqueid] - first_t) / speed
+        for t, raw in session.events:
+            late = max(late, rnd.uniform(0, jitter)) if jitter else 0.0
+            delay = start + (t - first_t) / speed + late - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            headers = frames.parse(raw)
+            if "Timestamp" in headers:
+                stamp = float(headers["Timestamp"])
+                if first_ts is None:  # the Timestamp clock at first_t
+                    first_ts = stamp - (t - first_t)
+                moved = f"{wall0 + (stamp - first_ts) / speed:.6f}"
+                raw = raw.replace(
+                    f"Timestamp: {headers['Timestamp']}\r\n", f"Timestamp: {moved}\r\n"
+                )
+                headers["Timestamp"] = moved
+            _follow_channels(server, headers)
+            server.send_raw(raw.encode())
+        if n + 1 < len(sessions):
+            if session.end_t is not None:
+                last_t = session.events[-1][0] if session.events else first_t
+                await asyncio.sleep(max(0.0, (session.end_t - max(last_t, first_t)) / speed))
+            _between_sessions(server, sessions[n + 1], speed)
+
+
+def _between_sessions(server: AmiServer, following: CaptureSession, speed: float) -> None:
+    server.drop_sessions()
+    if following.uptime == 0:  # Asterisk restarted: nothing of before survives
+        server.channels.clear()
+        server.booted = time.monotonic()
+    if following.listed is not None:
+        server.channels.clear()
+        for item in following.listed:
+            seconds = hms_seconds(item.get("Duration", ""))
+            channel = Channel(
+                item.get("Channel", ""),
+                item.get("Uniqueid", ""),
+                item.get("Linkedid", ""),
+                item.get("CallerIDNum", ""),
+                item.get("Exten", ""),
+                item.get("AccountCode", ""),
+                item.get("Context", ""),
+                item.get("ChannelStateDesc", "Down"),
+                created=time.monotonic() - seconds / speed,
+                application=item.get("Application", ""),
+                bridge_id=item.get("BridgeId", ""),
+            )
+            server.channels[channel.name] = channel
 
 
 def _follow_channels(server: AmiServer, headers: dict[str, str]) -> None:
-    """Keep the live channel list true for CoreShowChannels during a replay."""
+    """Keep the live channel list true for CoreShowChannels (and Getvar) during a replay."""
     name, event = headers.get("Channel", ""), headers.get("Event")
+    channel = server.channels.get(name)
     if event == "Newchannel":
         server.channels[name] = Channel(
             name,
@@ -342,9 +475,19 @@ def _follow_channels(server: AmiServer, headers: dict[str, str]) -> None:
             headers.get("AccountCode", ""),
             headers.get("Context", ""),
             headers.get("ChannelStateDesc", "Down"),
+            application="",
         )
-    elif event == "Newstate" and name in server.channels:
-        server.channels[name].state = headers.get("ChannelStateDesc", "Down")
+    elif event == "Newstate" and channel is not None:
+        channel.state = headers.get("ChannelStateDesc", "Down")
+    elif event == "DialBegin" and channel is not None:
+        channel.application = "Dial"
+        if headers.get("DestChannel") in server.channels:
+            server.channels[headers["DestChannel"]].application = "AppDial"
+    elif event == "DialEnd" and channel is not None and headers.get("DialStatus") == "ANSWER":
+        stamp = headers.get("Timestamp")
+        channel.answered = float(stamp) if stamp else time.time()
+    elif event in ("BridgeEnter", "BridgeLeave") and channel is not None:
+        channel.bridge_id = headers.get("BridgeUniqueid", "") if event == "BridgeEnter" else ""
     elif event == "Hangup":
         server.channels.pop(name, None)
 
@@ -393,6 +536,7 @@ class Generator:
             "s",
             "",
             "sip-reject",
+            application="AppDial",
         )
         s.channels[booth.name] = booth
         s.event("Newchannel", booth.snapshot())
@@ -423,6 +567,7 @@ class Generator:
             booth.state = "Up"
             s.event("Newstate", booth.snapshot())
             bridge = [("BridgeUniqueid", f"bridge-{booth.uniqueid}"), ("BridgeType", "basic")]
+            booth.bridge_id, booth.answered = f"bridge-{booth.uniqueid}", answered_at
             s.event("BridgeEnter", [*bridge, *trunk.snapshot()])
             s.event("BridgeEnter", [*bridge, *booth.snapshot()])
             how = "hangup-action" if await self._wait(booth, plan.talk) else "callee"
