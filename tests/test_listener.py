@@ -12,7 +12,7 @@ import time
 import pytest
 
 from ami_listener.billing import Biller
-from ami_listener.service import BackoffManager, Listener
+from ami_listener.service import Listener
 from lua.credit import CreditEngine, Payer
 from lua.keys import Keys
 from ops import pbx_sim
