@@ -99,6 +99,9 @@ class AmiServer:
         self.generator: Generator | None = None  # places originated calls
         self._originated: set[asyncio.Task] = set()
         self.booted = time.monotonic()  # FullyBooted's Uptime counts from here
+        # Tests: called once, right after the next CoreShowChannels list is written (events
+        # it sends go out in the same write, as a hangup just after the listing would).
+        self.after_show_channels = None
 
     async def start(self, host: str, port: int) -> int:
         self._server = await asyncio.start_server(self._session, host, port)
@@ -317,6 +320,9 @@ class AmiServer:
                 ]
             )
         )
+        hook, self.after_show_channels = self.after_show_channels, None
+        if hook is not None:
+            hook()
 
 
 # -- replay ------------------------------------------------------------------------------
