@@ -129,6 +129,7 @@ class Listener:
         # Events after a snapshot's place wait here until the snapshot is applied.
         self.barrier: int | None = None
         self.held: deque = deque()
+        self._snapshot_task: asyncio.Task | None = None
 
     # -- AMI side ----------------------------------------------------------------------
     def _on_event(self, _manager, message) -> None:
@@ -142,8 +143,12 @@ class Listener:
 
     def _on_disconnect(self, manager, exc) -> None:
         """The connection is gone: its place in the stream is the end of every call that
-        the next snapshot no longer lists."""
+        the next snapshot no longer lists. A snapshot still being read is dropped (the
+        events held behind it are released in order)."""
         self._queue_item(LOST)
+        if self._snapshot_task is not None and not self._snapshot_task.done():
+            self._snapshot_task.cancel()
+            self._queue_item(RESYNC, failed=True)
         previous = getattr(self, "_previous_on_disconnect", None)
         if previous is not None:
             previous(manager, exc)
@@ -157,7 +162,7 @@ class Listener:
         log.info("logged in to AMI at %s:%d", self.settings.ami_host, self.settings.ami_port)
         self.logged_in.set()
         self._watch_disconnects(_manager)
-        task = asyncio.ensure_future(self._ask_channels())
+        task = self._snapshot_task = asyncio.ensure_future(self._ask_channels())
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 

@@ -102,6 +102,7 @@ class AmiServer:
         # Tests: called once, right after the next CoreShowChannels list is written (events
         # it sends go out in the same write, as a hangup just after the listing would).
         self.after_show_channels = None
+        self._corked: tuple[asyncio.StreamWriter, list[bytes]] | None = None
 
     async def start(self, host: str, port: int) -> int:
         self._server = await asyncio.start_server(self._session, host, port)
@@ -131,6 +132,9 @@ class AmiServer:
 
     def send_raw(self, data: bytes) -> None:
         for writer in list(self.sessions):
+            if self._corked is not None and self._corked[0] is writer:
+                self._corked[1].append(data)
+                continue
             try:
                 writer.write(data)
             except (ConnectionError, RuntimeError):
@@ -290,15 +294,15 @@ class AmiServer:
         return [*reply, ("Variable", variable), ("Value", value)]
 
     def _show_channels(self, writer: asyncio.StreamWriter, reply) -> None:
+        """The list in one write, as Asterisk's session thread sends it (with the events of
+        `after_show_channels` in the same write: the listener reads them in one go)."""
         action_id = [h for h in reply if h[0] == "ActionID"]
-        writer.write(
-            frames.build([*reply, ("EventList", "start"), ("Message", "Channels will follow")])
-        )
+        out = [frames.build([*reply, ("EventList", "start"), ("Message", "Channels will follow")])]
         now = time.monotonic()
         for channel in list(self.channels.values()):
             seconds = int(now - channel.created)
             duration = f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-            writer.write(
+            out.append(
                 frames.build(
                     [
                         ("Event", "CoreShowChannel"),
@@ -310,7 +314,7 @@ class AmiServer:
                     ]
                 )
             )
-        writer.write(
+        out.append(
             frames.build(
                 [
                     ("Event", "CoreShowChannelsComplete"),
@@ -322,7 +326,12 @@ class AmiServer:
         )
         hook, self.after_show_channels = self.after_show_channels, None
         if hook is not None:
-            hook()
+            self._corked = (writer, out)
+            try:
+                hook()
+            finally:
+                self._corked = None
+        writer.write(b"".join(out))
 
 
 # -- replay ------------------------------------------------------------------------------
