@@ -258,7 +258,9 @@ def test_a_call_that_ends_while_asterisk_is_unreachable_is_billed_to_the_connect
 
 def test_a_restarted_listener_adopts_live_calls_and_ends_those_gone(rig, key_prefix):
     """Listener 1 answers two calls and dies; one call ends while nobody listens; listener 2
-    adopts the call still up and ends the other at its start, flagged."""
+    adopts the call still up and ends the other, flagged, at listener 1's last heartbeat
+    (the last moment it was known to run; not listener 2's start, issue 11 point 4)."""
+    moments = {}
     plans = [
         pbx_sim.CallPlan("8004", "00493012345678", ring=0.2, talk=0.8),
         pbx_sim.CallPlan("8005", "00493012345678", ring=0.2, talk=3.0),
@@ -276,6 +278,7 @@ def test_a_restarted_listener_adopts_live_calls_and_ends_those_gone(rig, key_pre
         task.cancel()
         first.close()
         server.drop_sessions()
+        moments["died"] = time.time()
         await asyncio.sleep(0.8)  # 8004 hangs up while no listener runs
         second = Listener(settings, Biller(rig.engine, rig.book, settings))
         task = asyncio.create_task(second.run())
@@ -298,6 +301,8 @@ def test_a_restarted_listener_adopts_live_calls_and_ends_those_gone(rig, key_pre
     }
     flagged = [c for c, m in metas.items() if "ended_while_listener_down" in m]
     assert len(flagged) == 1
+    gone = ended[flagged[0]]
+    assert moments["died"] * 1000 - 400 <= gone[3] <= moments["died"] * 1000  # end_ms
     adopted = next(c for c in ended if c not in flagged)
     assert ended[adopted][4] in (2, 3)  # its real billsec, from its Hangup event
     assert rig.engine.client.hlen(rig.engine.keys.calls(1)) == 0
