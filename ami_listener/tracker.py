@@ -266,9 +266,14 @@ class CallTracker:
             return []
         uniqueid = e.get("Uniqueid", "")
         call = next(iter(self.calls_of(uniqueid)), None)
-        if call is None and uniqueid and e.get("Channel") and uniqueid not in self.originated:
+        known = uniqueid in self.originated or self.recent.get(uniqueid)  # (its Cdr came)
+        if call is None and uniqueid and e.get("Channel") and not known:
             call = self._new_call(e, at)
             call.dial_status = e["Value"]
+            if call.dial_status == ANSWER:
+                # Answered while the listener was away: never a free answered call. Its Cdr
+                # (next) makes it a billed one; without a Cdr it stays unbilled, flagged.
+                call.review = "answer_not_seen"
             self.calls[uniqueid] = call
         return []  # a known call's status comes from its DialEnd
 
@@ -364,6 +369,11 @@ class CallTracker:
             return []  # a Local half's own record, or the second CDR of a failed dial
         dest = e.get("DestinationChannel", "")
         live = [c for c in self.calls_of(uniqueid) if c.leg != "b"]
+        unseen = [c for c in live if c.dial_status == ANSWER and c.answered_us is None]
+        if unseen:  # known only by its DIALSTATUS: the Cdr tells the whole call
+            for call in unseen:
+                del self.calls[call.call_id]
+            return self._call_from_cdr(e, at, seen=True)
         waiting = [c for c, _ in self.ending.values() if c.uniqueid == uniqueid and c.leg != "b"]
         matches = [c for c in live + waiting if not (c.dest_channel and dest != c.dest_channel)]
         for call in matches:

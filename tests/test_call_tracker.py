@@ -193,3 +193,29 @@ def test_a_redirected_call_is_two_calls_each_by_its_own_number():
         "Answered",
         "Ended",
     ]
+
+
+def test_a_call_answered_before_the_listener_came_is_billed_from_its_cdr_never_free():
+    """Issue 11 point 3: the listener comes in after capture 01's dial and answer (the
+    listener was away). The old tracker built the call from the final DIALSTATUS VarSet
+    (ANSWER) and ended it answered, 0 s, unbilled and unflagged; now the Cdr makes it a
+    billed call with Asterisk's billsec (here the Cdr even comes before that VarSet), flagged
+    because its answer was not seen."""
+    path = next(p for p in capture_files() if p.name.startswith("01-"))
+    all_events = list(events(path))
+    answer = next(
+        n
+        for n, (_, e) in enumerate(all_events)
+        if e.get("Event") == "DialEnd" and e.get("DialStatus") == "ANSWER"
+    )
+    tracker = CallTracker()
+    steps = []
+    for received_us, event in all_events[answer + 1 :]:
+        steps += tracker.feed(event, received_us)
+    steps += tracker.flush(10**18)
+    assert [type(s) for s in steps] == [Dialed, Answered, Ended]
+    call = steps[-1].call
+    cdr = billing_cdrs(path)[call.uniqueid]
+    assert (call.billsec, call.duration) == (5, int(cdr["Duration"])) == (5, 8)
+    assert call.disposition == "ANSWERED" and call.review  # flagged: its answer was not seen
+    assert call.number == "00493012345678" and call.payer_key == "8001"
