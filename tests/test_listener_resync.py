@@ -181,30 +181,35 @@ def test_a_call_answered_while_the_listener_was_away_is_adopted_paid_up_and_cut(
     rig,  # noqa: F811
     key_prefix,
 ):
-    """Issue 11 points 3 and 9. A prepaid booth (5 one-second blocks) dials while no
-    listener runs and is answered 1.5 s before listener 2 logs in. Listener 2 adopts it from
-    CoreShowChannels (bridged: answered; the answer time from Getvar CDR(answer,u)), pays
-    the blocks already elapsed, and cuts it at the end of what it paid, as if it had seen it
-    all. The old listener ignored it (a call Redis did not know) and it talked free."""
+    """Issue 11 points 3 and 9. A prepaid booth (5 one-second blocks) and a locked one dial
+    while no listener runs and are answered 1.5 s before the listener logs in. It adopts
+    them from CoreShowChannels (bridged: answered; the answer time from Getvar
+    CDR(answer,u)) by the usual rules: the locked one is cut at once; the prepaid one has its
+    elapsed blocks paid and is cut at the end of what it paid, as if the listener had seen
+    it all. The old listener ignored both (calls Redis did not know): they talked free."""
     rig.book.replace([BookRow("customer", "00", 0, 0, 0, PER_SECOND)])
     rig.engine.provision(
         Payer(1, 10, 8006), payer_key="8006", limits={"clid": ("prepaid", 5_000_000)}
     )
-    plan = pbx_sim.CallPlan("8006", "00493012345678", ring=0.3, talk=30)
+    rig.engine.provision(Payer(1, 10, 8007), payer_key="8007", locked=True)
+    plans = [
+        pbx_sim.CallPlan("8006", "00493012345678", ring=0.3, talk=30),
+        pbx_sim.CallPlan("8007", "00493012345678", ring=0.3, talk=30),  # locked: cut at once
+    ]
 
     async def main():
         server = pbx_sim.AmiServer("billing", "s3cret")
         port = await server.start("127.0.0.1", 0)
         settings = settings_for(port, key_prefix)
         server.logged_in.set()  # nobody logged in: the calls run all the same
-        calls = asyncio.create_task(pbx_sim.run_generator(server, [plan], cps=0))
+        calls = asyncio.create_task(pbx_sim.run_generator(server, plans, cps=0))
         await asyncio.sleep(1.8)  # dialled, answered at 0.3 s
         listener = Listener(settings, Biller(rig.engine, rig.book, settings))
         task = asyncio.create_task(listener.run())
         try:
             await asyncio.wait_for(listener.logged_in.wait(), 10)
             back = time.time()
-            await asyncio.wait_for(calls, 15)  # the listener cuts it
+            await asyncio.wait_for(calls, 15)  # the listener cuts both
             await asyncio.sleep(1.5)
             await listener.queue.join()
         finally:
@@ -218,9 +223,13 @@ def test_a_call_answered_while_the_listener_was_away_is_adopted_paid_up_and_cut(
     listener, back = asyncio.run(main())
 
     assert listener.stats.errors == 0
-    [request] = listener.hangups
-    assert request.reason == "NO_CREDIT_CLID"
-    [(call_id, record)] = ended_records(rig).items()
+    assert [h.reason for h in listener.hangups] == ["LOCKED", "NO_CREDIT_CLID"]
+    ended = {r[0]: (call_id, r) for call_id, r in ended_records(rig).items()}
+    locked_id, locked = ended[8007]
+    assert locked[5:8] == [0, 0, 0]  # recorded, nothing charged: refused at adoption
+    assert read_metas(rig, 1)[locked_id]["flags"] == ["locked"]
+    assert read_metas(rig, 1)[locked_id]["review"] == "adopted_at_resync"
+    call_id, record = ended[8006]
     assert record[4] == 5  # billsec: exactly the five blocks paid
     assert record[5] == 5_000_000
     assert abs(record[2] - (back - 1.5) * 1000) < 400  # billed from Asterisk's answer
