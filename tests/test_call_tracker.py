@@ -219,3 +219,23 @@ def test_a_call_answered_before_the_listener_came_is_billed_from_its_cdr_never_f
     assert (call.billsec, call.duration) == (5, int(cdr["Duration"])) == (5, 8)
     assert call.disposition == "ANSWERED" and call.review  # flagged: its answer was not seen
     assert call.number == "00493012345678" and call.payer_key == "8001"
+
+
+TIMESTAMPED = [p for p in capture_files() if p.name[:2] in ("18", "19", "20", "24", "26")]
+
+
+@pytest.mark.parametrize("path", TIMESTAMPED, ids=[p.name for p in TIMESTAMPED])
+def test_without_cdr_events_timestamps_give_asterisks_billsec_and_duration(path):
+    """Issue 11 point 6: with no `Cdr` event (no cdr_manager, or the `cdr` class missing),
+    the Timestamp headers still give Asterisk's figures: billsec from the answer, duration
+    from the channel's creation (its ringing and the dialplan before the Dial included; the
+    old tracker counted from the dial)."""
+    _, steps = replay(path, keep=lambda event: event.get("Event") != "Cdr")
+    ended = {s.call.uniqueid: s.call for s in steps if isinstance(s, Ended)}
+    for uniqueid, cdr in billing_cdrs(path).items():
+        call = ended[uniqueid]
+        assert (call.billsec, call.duration) == (
+            int(cdr["BillableSeconds"]),
+            int(cdr["Duration"]),
+        ), call
+        assert call.billsec_source == "timestamp"
