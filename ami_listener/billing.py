@@ -175,7 +175,8 @@ class Biller:
                     dial_status="ANSWER",
                     dest_channel=info.get("dstchannel", ""),
                 )
-                self.resellers[reseller] = self.resellers.get(reseller, 0) + 1
+                if call_id not in self.billed:  # (not counted twice when a resync is retried)
+                    self.resellers[reseller] = self.resellers.get(reseller, 0) + 1
                 self.channels[call_id] = call.channel
                 self.billed[call_id] = Billed(
                     self.engine.payer_of(reseller, call_id),

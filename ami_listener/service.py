@@ -211,9 +211,11 @@ class Listener:
         except Exception as exc:
             log.warning("no answer time for %s: %s", channel.get("Channel"), exc)
             return None
-        value = (getattr(reply, "get", dict().get)("Value") or "").strip()
+        value = str(reply.get("Value") or "").strip() if hasattr(reply, "get") else ""
+        # `u`: epoch seconds with microseconds, as the Timestamp header; 0 / empty: not
+        # answered, or a value we cannot read: then the call is billed from now, flagged.
         answered = timestamp_us({"Timestamp": value})
-        return answered or None  # 0 / empty: not answered
+        return answered or None
 
     async def connect(self) -> None:
         self.manager = BackoffManager(
@@ -346,16 +348,28 @@ class Listener:
             await asyncio.sleep(FLUSH_EVERY_S)
             if self.tracker.ending:
                 self._queue_item(FLUSH)
-            with contextlib.suppress(redis.RedisError):
-                await asyncio.to_thread(self.biller.heartbeat, time.time_ns() // 1_000_000)
+            if self.resyncs:  # not before the first resync read the last one's heartbeat
+                with contextlib.suppress(redis.RedisError):
+                    await asyncio.to_thread(self.biller.heartbeat, time.time_ns() // 1_000_000)
 
     async def _resync(self, channels: list[dict], answers: dict, received_us: int) -> None:
         """Calls Redis bills that this process does not follow (it restarted) are adopted
         or ended first; then the tracker applies the snapshot (ends the calls gone, adopts
         the booth channels nobody knows)."""
         live = {c.get("Uniqueid", "") for c in channels}
-        known = set(self.tracker.calls)
-        adopted = await asyncio.to_thread(self.biller.orphans, live, known, received_us // 1000)
+        known = set(self.tracker.calls) | set(self.tracker.ending)
+        delay = RETRY_FIRST_S
+        while True:  # Redis unreachable: hold the queue and retry, as for any step
+            try:
+                adopted = await asyncio.to_thread(
+                    self.biller.orphans, live, known, received_us // 1000
+                )
+                break
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                self.stats.retries += 1
+                log.warning("Redis unreachable at the resync (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
         for call in adopted:
             self.tracker.adopt(call)
         steps = self.tracker.resync(channels, answers, received_us)
