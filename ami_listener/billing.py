@@ -54,8 +54,69 @@ class Biller:
         self.refused: dict[str, str] = {}  # call id -> why it is not billed (until it ends)
         self.unbilled_calls = 0  # ended calls nobody paid for (unanswered, refused, unknown)
         self.to_settle: set[int] = set()  # resellers with calls ended since the last request
+        self.dialled: dict[str, int] = {}  # call id -> the tag of its `dialled` entry
 
     def on_dialed(self, call: Call) -> HangupRequest | None:
+        request = self._admit(call)
+        self._note_dialled(call)
+        return request
+
+    def _note_dialled(self, call: Call) -> None:
+        """Every dialled call is written to Redis (`{rR}:dialled`, R = 0 for an unknown
+        payer) until it has ended, so that a listener that dies meanwhile loses none: the
+        next one records those that ended while nobody listened (`stale_dialled`)."""
+        billed = self.billed.get(call.call_id)
+        payer = billed.payer if billed else self.engine.find_payer(call.payer_key)
+        reseller = payer.reseller_id if payer else 0
+        info = json.loads(self._describe(call, [], ""))
+        info["payer"] = [payer.reseller_id, payer.group_id, payer.clid_id] if payer else None
+        self.dialled[call.call_id] = reseller
+        self.engine.client.hset(
+            self._dialled_key(reseller), call.call_id, json.dumps(info, separators=(",", ":"))
+        )
+
+    def closed(self, call: Call) -> None:
+        """The call's end is written (billed or recorded): it needs no rescue any more."""
+        reseller = self.dialled.pop(call.call_id, None)
+        if reseller is not None:
+            self.engine.client.hdel(self._dialled_key(reseller), call.call_id)
+
+    def _dialled_key(self, reseller_id: int) -> str:
+        return f"{self.engine.keys.tag(reseller_id)}:dialled"
+
+    def stale_dialled(self, live_uniqueids: set[str], known: set[str], now_ms: int) -> int:
+        """After a (re)start: dialled calls a dead listener wrote that nobody follows, are
+        not billing in Redis (`orphans` has those) and are not up any more (the snapshot
+        adopts those): they ended while nobody listened, their answer unseen. Recorded at
+        cost 0, flagged `ended_while_listener_down`, never as free answered calls. Returns
+        how many."""
+        last_alive = self.last_alive_ms() or now_ms
+        count = 0
+        pattern = f"{self.engine.keys.prefix}:{{r*}}:dialled"
+        for key in list(self.engine.client.scan_iter(match=pattern, count=1000)):
+            key = key.decode() if isinstance(key, bytes) else key
+            reseller = int(key[len(self.engine.keys.prefix) + 3 :].split("}", 1)[0])
+            for raw_id, text in self.engine.client.hgetall(key).items():
+                call_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+                uniqueid = call_id.partition(":")[0].partition("#")[0]
+                if call_id in known or call_id in self.billed or uniqueid in live_uniqueids:
+                    continue
+                if self.engine.client.hexists(self.engine.keys.calls(reseller), call_id):
+                    continue  # answered and billing: `orphans` ends it
+                info = json.loads(text)
+                payer = Payer(*info["payer"]) if info.get("payer") else None
+                info.update(review="ended_while_listener_down", disposition="FAILED")
+                dialed_ms = int(info.get("dialed_us") or 0) // 1000
+                until = max(min(now_ms, last_alive), dialed_ms)
+                self.engine.record_unpaid(
+                    call_id, payer, dialed_ms, 0, until, 0, json.dumps(info, separators=(",", ":"))
+                )
+                self.engine.client.hdel(key, call_id)
+                self.to_settle.add(reseller)
+                count += 1
+        return count
+
+    def _admit(self, call: Call) -> HangupRequest | None:
         number = strip_number(call.number, self.settings.strip_prefixes)
         if not number.isdigit():
             self._flag_unbilled(call, "number is not digits")
@@ -183,6 +244,7 @@ class Biller:
                     self.engine.pricing_of(reseller, call_id),
                     True,
                 )
+                self.dialled[call_id] = reseller
                 if call_id in live_uniqueids:
                     adopted.append(call)
                 else:
@@ -190,6 +252,7 @@ class Biller:
                     call.ended_us = max(until * 1000, call.answered_us)
                     call.review = "ended_while_listener_down"
                     self.on_ended(call)
+                    self.closed(call)
         return adopted
 
     def heartbeat(self, now_ms: int) -> None:

@@ -364,6 +364,7 @@ class Listener:
                 adopted = await asyncio.to_thread(
                     self.biller.orphans, live, known, received_us // 1000
                 )
+                await asyncio.to_thread(self.biller.stale_dialled, live, known, received_us // 1000)
                 break
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 self.stats.retries += 1
@@ -402,6 +403,7 @@ class Listener:
             return self.biller.on_answered(step.call)
         if isinstance(step, Ended):
             self.biller.on_ended(step.call)
+            self.biller.closed(step.call)
         return None
 
     async def schedule(self) -> None:

@@ -236,3 +236,29 @@ def test_a_call_answered_while_the_listener_was_away_is_adopted_paid_up_and_cut(
     assert read_metas(rig, 1)[call_id]["review"] == "adopted_at_resync"
     clid = rig.engine.level(1, "clid", 8006)
     assert (clid.used, clid.available) == (5_000_000, 0)
+
+
+def test_calls_answered_and_ended_while_the_listener_was_dead_are_recorded_flagged(
+    rig,  # noqa: F811
+    key_prefix,
+):
+    """Issue 11 point 9. Listener 1 sees two calls dialled (a known booth and a caller no
+    clid matches) and dies while they ring; they are answered and end while no listener
+    runs. The dial was written to Redis (`{rR}:dialled`), so listener 2 records both at cost
+    0, flagged, instead of losing them with listener 1's memory (the old listener kept them
+    only in memory: no CDR at all); never as free answered calls."""
+    plans = [
+        pbx_sim.CallPlan("8008", "00493012345678", ring=0.8, talk=0.4),
+        pbx_sim.CallPlan("9999", "00493012345678", ring=0.8, talk=0.4),  # no clid matches
+    ]
+
+    second = asyncio.run(_restart(rig, key_prefix, plans, away=(0.4, 1.6)))
+
+    assert second.stats.errors == 0
+    for reseller, clid in ((1, 8008), (0, 0)):
+        [(call_id, record)] = ended_records(rig, reseller).items()
+        assert record[0] == clid and record[2] == 0 and record[4:8] == [0, 0, 0, 0]
+        meta = read_metas(rig, reseller)[call_id]
+        assert meta["review"] == "ended_while_listener_down"
+        assert meta["disposition"] != "ANSWERED"
+        assert rig.engine.client.hlen(f"{rig.engine.keys.tag(reseller)}:dialled") == 0
