@@ -32,6 +32,7 @@ LOST = "asterbill:lost"  # the AMI connection lost,
 FLUSH = "asterbill:flush"  # time to end the hung-up calls whose Cdr did not come
 RESYNC_ACTION_S = 10.0  # at most this long for CoreShowChannels and each Getvar
 FLUSH_EVERY_S = 0.2
+GETVAR_AT_ONCE = 50
 MAX_SLEEP_S = 0.5  # wake at least this often to pick up new calls' boundaries
 RETRY_FIRST_S, RETRY_MAX_S = 0.1, 5.0  # backoff while Redis does not answer
 SETTLE_REQUEST_S = 0.5  # how often ended calls are handed to settlement
@@ -186,10 +187,23 @@ class Listener:
             raise
         messages = reply if isinstance(reply, list) else [reply]
         channels = [dict(m) for m in messages if m.get("Event") == "CoreShowChannel"]
-        answers = {}
-        for channel in channels:
-            if channel.get("Application") in BOOTH_APPS and channel.get("BridgeId"):
-                answers[channel["Uniqueid"]] = await self._answer_time(channel)
+        # Answer times only of the answered booths nobody follows (the ones to adopt), at
+        # most GETVAR_AT_ONCE in flight: the events behind the snapshot wait for them.
+        wanted = [
+            c
+            for c in channels
+            if c.get("Application") in BOOTH_APPS
+            and c.get("BridgeId")
+            and not self.tracker.calls_of(c.get("Uniqueid", ""))
+        ]
+        limit = asyncio.Semaphore(GETVAR_AT_ONCE)
+
+        async def answer_time(channel: dict) -> int | None:
+            async with limit:
+                return await self._answer_time(channel)
+
+        times = await asyncio.gather(*(answer_time(c) for c in wanted))
+        answers = {c["Uniqueid"]: t for c, t in zip(wanted, times, strict=True)}
         self._queue_item(RESYNC, channels=channels, answers=answers)
 
     def _mark_snapshot(self) -> None:
