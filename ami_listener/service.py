@@ -100,6 +100,10 @@ class SnapshotAction(actions.Action):
     def add_message(self, message):
         if not self.responses:
             self._on_reply()
+            if message.get("Response") == "Error":  # (panoramisk would wait for a list)
+                self.responses.append(message)
+                self.future.set_result([message])
+                return True
         return super().add_message(message)
 
 
@@ -186,6 +190,11 @@ class Listener:
             self._queue_item(RESYNC, failed=True)  # releases the held events
             raise
         messages = reply if isinstance(reply, list) else [reply]
+        if messages and messages[0].get("Response") == "Error":
+            # e.g. the AMI user may not write `system`: without a list nothing is judged
+            log.error("CoreShowChannels refused: %s", messages[0].get("Message"))
+            self._queue_item(RESYNC, failed=True)
+            return
         channels = [dict(m) for m in messages if m.get("Event") == "CoreShowChannel"]
         # Answer times only of the answered booths nobody follows (the ones to adopt), at
         # most GETVAR_AT_ONCE in flight: the events behind the snapshot wait for them.

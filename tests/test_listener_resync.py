@@ -262,3 +262,24 @@ def test_calls_answered_and_ended_while_the_listener_was_dead_are_recorded_flagg
         assert meta["review"] == "ended_while_listener_down"
         assert meta["disposition"] != "ANSWERED"
         assert rig.engine.client.hlen(f"{rig.engine.keys.tag(reseller)}:dialled") == 0
+
+
+def test_a_refused_channel_list_holds_no_event_back(rig, key_prefix, monkeypatch):  # noqa: F811
+    """An AMI user that may not list channels gets `Response: Error` to CoreShowChannels:
+    the events behind it are not held (panoramisk alone would wait for a list forever), no
+    call is judged gone, and calls are billed as usual."""
+    from ami_listener import frames
+
+    def refuse(self, writer, reply):
+        writer.write(frames.build([("Response", "Error"), *reply[1:], ("Message", "Denied")]))
+
+    monkeypatch.setattr(pbx_sim.AmiServer, "_show_channels", refuse)
+    plan = pbx_sim.CallPlan("8009", "00493012345678", ring=0.2, talk=1.2)
+
+    async def feed(server):
+        await pbx_sim.run_generator(server, [plan], cps=0)
+
+    listener = asyncio.run(run_with(rig, key_prefix, feed, settle=1.5))
+
+    [record] = ended_records(rig).values()
+    assert record[4] == 1 and listener.resyncs == 0 and not listener.held
