@@ -239,3 +239,24 @@ def test_without_cdr_events_timestamps_give_asterisks_billsec_and_duration(path)
             int(cdr["Duration"]),
         ), call
         assert call.billsec_source == "timestamp"
+
+
+def test_without_cdr_or_timestamps_billsec_is_measured_and_flagged():
+    """The last resort (no Cdr event, no Timestamp header): the listener's receive clock,
+    said as such (`billsec_source` clock; the biller flags it `billsec_measured`)."""
+    path = next(p for p in capture_files() if p.name.startswith("01-"))
+    _, steps = replay(path, keep=lambda event: event.get("Event") != "Cdr")
+    call = steps[-1].call
+    assert (call.billsec, call.billsec_source) == (5, "clock")
+
+
+def test_settlement_takes_asterisks_duration_from_the_meta():
+    """Issue 11 point 6: the CDR's duration is Asterisk's (from the channel's creation) when
+    the listener gives it, not end minus dial."""
+    from workers.settle import EndedCall, cdr_row
+
+    meta = {"dialed_us": 1_000_000_000, "duration": 9}  # created ~1 s before the dial
+    call = EndedCall("1.1", 1, 8001, 10, 1_003_000, 1_008_600, 5, (0, 0, 0), (0, 0, 0), False, meta)
+    assert cdr_row(call)["duration"] == 9  # end - dial would say 8
+    del meta["duration"]
+    assert cdr_row(call)["duration"] == 8  # the listener of before: end - dial
