@@ -1,4 +1,5 @@
-"""The public vectors (of ../shared/rating/, copied into tests/data/rating/) and hypothesis strategies for rates and books."""
+"""The public vectors (of ../shared/rating/, copied into tests/data/rating/) and hypothesis
+strategies for rates and books."""
 
 from __future__ import annotations
 
