@@ -1,13 +1,19 @@
 """A simulated Asterisk: the AMI protocol over TCP, for demos, tests and load.
 
 Two sources of calls:
-- replay: the events of a real capture (../shared/ami-captures/*.jsonl), at their recorded
-  pace scaled by `speed`, with `Timestamp` headers moved onto the replay's own clock;
+- replay: the events of a real capture (tests/data/ami-captures/*.jsonl), at their recorded
+  pace scaled by `speed`, with `Timestamp` headers moved onto the replay's own clock,
+  optionally with random delivery jitter; it starts when a client has logged in, and a
+  capture of two AMI sessions (24-26) is replayed as two: between them the connection is
+  dropped (and after an Asterisk restart every channel is forgotten and `Uptime` starts
+  again), and the next session begins when a client has logged in again, with the channels
+  its recorded CoreShowChannels listed;
 - generator: SIP booth calls whose event sequences follow the SIP captures (Newchannel,
   Newstate, DialBegin, DialEnd, BridgeEnter/Leave, Hangup, Cdr). It obeys the Hangup action.
 
 Both answer Login (one user and secret; a wrong secret waits, answers Error and closes, as
-Asterisk does), Ping, Hangup, CoreShowChannels (the channels alive right now), Logoff and
+Asterisk does), Ping, Hangup, CoreShowChannels (the channels alive right now, with
+`Application` and `BridgeId`), Getvar (`CDR(answer,u)`: the answer time), Logoff and
 Originate: `Channel: Local/<A number>@...`, `Context: callback`, `Exten: <B number>` places a
 callback as capture 08 shows it (leg A rung and answered, an OriginateResponse carrying the
 action's ActionID, then leg A dials leg B); `Variable: A_RING_SECS=..,B_RING_SECS=..,
