@@ -260,3 +260,25 @@ def test_settlement_takes_asterisks_duration_from_the_meta():
     assert cdr_row(call)["duration"] == 9  # end - dial would say 8
     del meta["duration"]
     assert cdr_row(call)["duration"] == 8  # the listener of before: end - dial
+
+
+def test_a_call_whose_dial_was_missed_is_followed_from_its_answer():
+    """Issue 11 point 9: the listener comes back between capture 01's DialBegin and its
+    DialEnd ANSWER (dialled while it was away). The old tracker ignored the DialEnd and the
+    Hangup of a channel it did not know: no CDR. Now the answer starts the call (billed
+    from there, like any call) and the Cdr gives Asterisk's billsec; flagged."""
+    path = next(p for p in capture_files() if p.name.startswith("01-"))
+    all_events = list(events(path))
+    answer = next(
+        n
+        for n, (_, e) in enumerate(all_events)
+        if e.get("Event") == "DialEnd" and e.get("DialStatus") == "ANSWER"
+    )
+    tracker = CallTracker()
+    steps = []
+    for received_us, event in all_events[answer:]:
+        steps += tracker.feed(event, received_us)
+    assert [type(s) for s in steps] == [Dialed, Answered, Ended]
+    call = steps[-1].call
+    assert (call.billsec, call.billsec_source, call.review) == (5, "cdr", "dial_not_seen")
+    assert (call.number, call.payer_key, call.disposition) == ("00493012345678", "8001", "ANSWERED")

@@ -70,11 +70,15 @@ def test_captures_24_to_28_end_as_asterisks_own_cdrs_or_flagged(rig, key_prefix,
     assert rig.engine.client.hlen(rig.engine.keys.calls(1)) == 0
 
 
-def test_billsec_is_asterisks_under_delivery_jitter_without_timestamps(rig, key_prefix):  # noqa: F811
-    """Capture 28 (timestampevents = no, every talk ends 0-19 ms after a whole second)
-    replayed with every event up to 150 ms late: billsec is the Cdr's on every call; the
-    listener's own clock would be a second short on many of them."""
-    path = next(p for p in capture_files() if p.name.startswith("28-"))
+JITTERED = [p for p in capture_files() if p.name[:2] in ("19", "28")]
+
+
+@pytest.mark.parametrize("path", JITTERED, ids=[p.name for p in JITTERED])
+def test_billsec_is_asterisks_under_delivery_jitter(rig, key_prefix, path):  # noqa: F811
+    """Every event delivered up to 150 ms late (random, in stream order): billsec is the
+    Cdr's on every call. Capture 28 (timestampevents = no, every talk ends 0-19 ms after a
+    whole second): the listener's own clock would be a second short on many calls; 19 (ten
+    calls at once, with Timestamps)."""
 
     async def feed(server):
         await pbx_sim.replay(server, path, speed=4.0, jitter=0.15)
@@ -83,7 +87,7 @@ def test_billsec_is_asterisks_under_delivery_jitter_without_timestamps(rig, key_
 
     records = {**ended_records(rig, 0), **ended_records(rig, 1)}
     cdrs = billing_cdrs(path)
-    assert len(cdrs) == 20
+    assert len(cdrs) >= 10
     assert {u: records[u][4] for u in cdrs} == {
         u: int(c["BillableSeconds"]) for u, c in cdrs.items()
     }
