@@ -428,14 +428,15 @@ async def replay(server: AmiServer, path: Path, speed: float = 1.0, jitter: floa
             continue
         await server.logged_in.wait()
         first_t = session.events[0][0] if n == 0 and session.events else session.login_t
-        start, wall0, first_ts, late = time.monotonic(), time.time(), None, 0.0
+        start, wall0, first_ts, due = time.monotonic(), time.time(), None, 0.0
         if session.listed is not None and n > 0:
             for channel in server.channels.values():
                 if channel.uniqueid in answered_t:
                     channel.answered = wall0 + (answered_t[channel.uniqueid] - first_t) / speed
         for t, raw in session.events:
-            late = max(late, rnd.uniform(0, jitter)) if jitter else 0.0
-            delay = start + (t - first_t) / speed + late - time.monotonic()
+            # each event late by its own random amount, never before the one before it
+            due = max(due, start + (t - first_t) / speed + rnd.uniform(0, jitter))
+            delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             headers = frames.parse(raw)
