@@ -103,6 +103,9 @@ class Biller:
                     continue
                 if self.engine.client.hexists(self.engine.keys.calls(reseller), call_id):
                     continue  # answered and billing: `orphans` ends it
+                if self.settings.unanswered == "drop":  # unbilled calls are not recorded
+                    self.engine.client.hdel(key, call_id)
+                    continue
                 info = json.loads(text)
                 payer = Payer(*info["payer"]) if info.get("payer") else None
                 info.update(review="ended_while_listener_down", disposition="FAILED")
