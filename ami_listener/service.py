@@ -13,13 +13,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import redis
 from panoramisk import Manager, actions
 
+from ami_listener import policy
+from ami_listener.ami_health import (
+    EventWatcher,
+    cdr_manager_warnings,
+    command_warnings,
+    manager_conf_warnings,
+    parse_config,
+)
 from ami_listener.billing import Biller, HangupRequest
 from ami_listener.frames import timestamp_us
 from ami_listener.tracker import BOOTH_APPS, Answered, CallTracker, Dialed, Ended
@@ -43,6 +53,7 @@ class Stats:
     events: int = 0
     errors: int = 0
     hangups_sent: int = 0
+    hangups_failed: int = 0  # not sent (AMI down), not answered in time, or refused
     retries: int = 0
     # How late the scheduler woke for a boundary (ms after due - guard), and how long a
     # Hangup took from the cut to Asterisk's answer; the last samples only, for benchmarks.
@@ -50,40 +61,159 @@ class Stats:
     hangup_lag_ms: deque = field(default_factory=lambda: deque(maxlen=100_000))
 
 
-class BackoffManager(Manager):
-    """panoramisk reconnects at a fixed interval (2 s), forever: against an Asterisk that is
-    down or refuses our secret that is a connection attempt every 2 s. Here the wait doubles
-    after every attempt, from FIRST_S up to MOST_S, and starts again from FIRST_S after a
-    login."""
+class AmiUnavailable(ConnectionError):
+    """An AMI action was not sent, or not answered, on the connection it was made for."""
 
-    FIRST_S, MOST_S = 0.5, 30.0
+
+class BackoffManager(Manager):
+    """panoramisk's Manager with the changes that keep billing safe across reconnects.
+
+    Actions live and die with their connection. panoramisk keeps every action a lost
+    connection did not answer (and every action sent while it was down) and sends them after
+    the next login; channel names restart with Asterisk, so a stale `Hangup` then kills
+    another booth's call. Here an action is sent only while logged in, fails with
+    AmiUnavailable at once otherwise, and fails the same way when its connection is lost:
+    nothing is ever resent. The caller decides again with what it knows then. Every action
+    fails with TimeoutError when Asterisk does not answer in time (a login: the connection
+    is closed and retried).
+
+    Reconnect waits. Losing a connection that was logged in, or an Asterisk that is down
+    (restarting, killed, not started yet), retries fast: FAST_STEP_S more at each attempt,
+    with jitter, at most FAST_MOST_S, so billing is blind for seconds at most. A refused
+    login (wrong user or secret) is not fixed by retrying: those waits double from
+    SLOW_FIRST_S up to SLOW_MOST_S until a login succeeds. `delays` records each choice."""
+
+    FAST_STEP_S, FAST_MOST_S, JITTER = 0.5, 3.0, 0.2
+    SLOW_FIRST_S, SLOW_MOST_S = 1.0, 30.0
 
     def __init__(self, **config) -> None:
         super().__init__(**config)
-        self.reconnect_timeout = self.FIRST_S  # panoramisk keeps it an int
-        self._wait = self.FIRST_S
+        self.closed = False
+        self.ready = False  # logged in on a connection that is up: actions may be sent
+        self.logins = 0
+        self.shutdowns = 0  # Shutdown events: Asterisk stopping or restarting
+        self.dropped_actions = 0  # actions failed because their connection was lost
         self.attempts: list[float] = []  # monotonic time of each connection attempt
+        self.delays: list[tuple[str, float]] = []  # ("fast" | "refused", wait before retry)
+        self._failures = 0  # attempts since the last login
+        self._refused = False  # the last login was refused: wait long
+        self._refused_wait = 0.0
+        self._random = random.Random()
+        self.reconnect_timeout = self.FAST_STEP_S  # panoramisk keeps it an int
+        self.action_timeout_s = float(config.get("action_timeout_s", 5.0))
 
     def close(self) -> None:
         self.closed = True  # panoramisk's own close() leaves its retry loop running
+        self.ready = False
         super().close()
+        self._fail_awaiting("the listener closed its AMI connection")
 
     def connect(self, *args, **kwargs):
-        if getattr(self, "closed", False):
+        if self.closed:
             return None
-        # panoramisk waits `reconnect_timeout` after this attempt fails (or, later, after
-        # this connection is lost); the attempt after that waits twice as long.
-        self.reconnect_timeout, self._wait = self._wait, min(self.MOST_S, self._wait * 2)
         self.attempts.append(time.monotonic())
         if len(self.attempts) > 1:
             log.info("AMI connection attempt %d", len(self.attempts))
         return super().connect(*args, **kwargs)
 
+    def connection_made(self, f):
+        self.ready = False
+        if not f.cancelled() and f.exception() is not None:
+            self._plan_retry()  # panoramisk waits reconnect_timeout, then connects again
+        result = super().connection_made(f)
+        if not f.cancelled() and f.exception() is None:
+            self.loop.call_later(self.action_timeout_s, self._login_deadline, self.protocol)
+        return result
+
     def login(self, future):
         ok = super().login(future)
         if ok:
-            self.reconnect_timeout = self._wait = self.FIRST_S
+            self.ready = True
+            self.logins += 1
+            self._failures, self._refused, self._refused_wait = 0, False, 0.0
+        else:
+            log.error("Asterisk refused the AMI login of user %r", self.config.get("username"))
+            self._refused = True
         return ok
+
+    def connection_lost(self, exc):
+        if isinstance(exc, Mapping) and exc.get("Event") == "Shutdown":
+            self.shutdowns += 1
+            log.warning("Asterisk is shutting down (restart: %s)", exc.get("Restart", "?"))
+        self.ready = False
+        self._fail_awaiting("the AMI connection was lost before Asterisk answered")
+        if self.closed:
+            return None
+        self._plan_retry()
+        return super().connection_lost(exc)
+
+    async def send_awaiting_actions(self, *_):
+        """panoramisk resends the actions of a lost connection after a login: never."""
+        self._fail_awaiting("the AMI connection was lost before Asterisk answered")
+
+    def send_action(self, action, as_list=None, timeout_s: float | None = None, **kwargs):
+        """panoramisk's send_action, refused unless logged in, and failed with TimeoutError
+        when Asterisk does not answer within `timeout_s` (default: action_timeout_s)."""
+        name = str(action.get("Action", action.get("action", ""))).lower()
+        if name != "login" and not self.ready:
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(AmiUnavailable(f"{name} not sent: not logged in to Asterisk"))
+            return future
+        future = super().send_action(action, as_list=as_list, **kwargs)
+        if name != "login":  # the login has its own deadline (connection_made)
+            wait = self.action_timeout_s if timeout_s is None else timeout_s
+            timer = self.loop.call_later(wait, self._expire, future, self.protocol, name, wait)
+            future.add_done_callback(lambda _: timer.cancel())
+        return future
+
+    @staticmethod
+    def _expire(future: asyncio.Future, protocol, name: str, wait: float) -> None:
+        if future.done():
+            return
+        future.set_exception(TimeoutError(f"{name}: Asterisk did not answer in {wait:g} s"))
+        future.add_done_callback(_retrieve)
+        for key, pending in list(getattr(protocol, "responses", {}).items()):
+            if pending.future is future:  # a late answer then finds nothing to complete
+                protocol.responses.pop(key, None)
+
+    def _login_deadline(self, protocol) -> None:
+        """A connection whose login Asterisk never answers is closed (and retried)."""
+        if protocol is self.protocol and not self.ready and not protocol.closed:
+            log.error("Asterisk did not answer the AMI login in %g s", self.action_timeout_s)
+            protocol.transport.close()
+
+    def _fail_awaiting(self, why: str) -> None:
+        while self.awaiting_actions:
+            action = self.awaiting_actions.popleft()
+            self.dropped_actions += 1
+            if not action.future.done():
+                action.future.set_exception(AmiUnavailable(f"{action.get('Action')}: {why}"))
+                action.future.add_done_callback(_retrieve)
+
+    def _plan_retry(self) -> None:
+        self._failures += 1
+        if self._refused:
+            doubled = min(self.SLOW_MOST_S, self._refused_wait * 2)
+            self._refused_wait = doubled or self.SLOW_FIRST_S
+            kind, wait = "refused", self._refused_wait
+        else:
+            step = min(self.FAST_MOST_S, self.FAST_STEP_S * self._failures)
+            kind, wait = "fast", step * self._random.uniform(1 - self.JITTER, 1 + self.JITTER)
+        self.reconnect_timeout = wait
+        self.delays.append((kind, wait))
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    """Mark a failed future's exception as seen (its waiter may have timed out already)."""
+    if not future.cancelled():
+        future.exception()
+
+
+def channel_of(request: HangupRequest) -> str:
+    """What a Hangup names: the call's Uniqueid (`<uniqueid>:a`, `<uniqueid>#2` are calls on
+    that channel). Asterisk 20's Hangup takes a Uniqueid in its Channel header; channel names
+    are reused after a restart, uniqueids are not."""
+    return request.call_id.partition(":")[0].partition("#")[0] or request.channel
 
 
 class SnapshotAction(actions.Action):
@@ -119,7 +249,9 @@ class Listener:
         self.settings = settings
         self.biller = biller
         self.tracker = CallTracker(
-            payer_field=settings.payer_field, callback_legs=settings.callback_legs
+            payer_field=settings.payer_field,
+            callback_legs=settings.callback_legs,
+            clock=biller.clock,  # one view of Asterisk's clock: the tracker's and the biller's
         )
         self.stats = Stats()
         self.queue: asyncio.Queue = asyncio.Queue()
@@ -128,7 +260,14 @@ class Listener:
         self.logged_in = asyncio.Event()
         self.hangups: list[HangupRequest] = []  # every hang-up asked for (tests read it)
         self._tasks: set[asyncio.Task] = set()
+        self._hangup_tasks: set[asyncio.Task] = set()
+        self._hanging_up: set[str] = set()  # channels (uniqueids) with a Hangup in flight
         self.received = 0  # receive sequence number of the last event queued
+        # Steps Redis could not take, in order, with the time (monotonic) of their first
+        # try; a call with a step here has all its later steps put here too.
+        self.deferred: deque[tuple[object, float]] = deque()
+        self._deferred_calls: dict[str, int] = {}  # call id -> its steps in `deferred`
+        self._retry_delay = RETRY_FIRST_S
         self.resyncs = 0
         self.tracker.cdr_wait_us = settings.cdr_wait_ms * 1000
         # Events after a snapshot's place wait here until the snapshot is applied.
@@ -248,9 +387,13 @@ class Listener:
             username=self.settings.ami_user,
             secret=self.settings.ami_secret,
             ping_delay=10,
-            on_login=self._on_login,
+            on_login=self._after_login,
+            action_timeout_s=self.settings.ami_timeout_ms / 1000,
         )
         self.manager.register_event("*", self._on_event)
+        self.ami_warnings: list[str] = []  # what the AMI user lacks for billing (logged)
+        self.ami_watcher = EventWatcher()
+        self.manager.register_event("*", self._watch_ami)
         # Not awaited: when Asterisk is down at start the first attempt fails, and awaiting
         # it would end the listener; panoramisk retries by itself (with our backoff).
         self.manager.connect()
@@ -259,21 +402,86 @@ class Listener:
         if self.manager is not None:
             self.manager.close()
 
-    async def hang_up(self, request: HangupRequest) -> None:
-        self.hangups.append(request)
-        log.warning("hanging up %s (call %s): %s", request.channel, request.call_id, request.reason)
+    def _after_login(self, manager) -> None:
+        self.ami_watcher = EventWatcher()  # Asterisk's settings may have changed meanwhile
+        self._on_login(manager)
+        task = asyncio.ensure_future(self._check_ami())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _warn_ami(self, warnings: list[str]) -> None:
+        for warning in warnings:
+            log.warning("AMI: %s", warning)
+            self.ami_warnings.append(warning)
+
+    def _watch_ami(self, _manager, message) -> None:
+        self._warn_ami(self.ami_watcher.observe(message))
+
+    async def _check_ami(self) -> None:
+        """At each login: what manager.conf, cdr_manager.conf (GetConfig, when the user may
+        read them) and ListCommands say the AMI user lacks for billing. Warnings only."""
+        user, found = self.settings.ami_user, []
+        try:
+            conf = await self.action({"Action": "GetConfig", "Filename": "manager.conf"})
+            if conf.get("Response") == "Success":
+                found += manager_conf_warnings(parse_config(conf), user)
+                cdr = await self.action({"Action": "GetConfig", "Filename": "cdr_manager.conf"})
+                if cdr.get("Response") == "Success":
+                    found += cdr_manager_warnings(parse_config(cdr))
+            commands = await self.action({"Action": "ListCommands"})
+            found += command_warnings(commands, user)
+        except (AmiUnavailable, TimeoutError) as exc:
+            log.info("AMI settings check skipped: %r", exc)
+        except Exception:
+            log.warning("AMI settings check failed", exc_info=True)  # billing goes on
+        self._warn_ami([w for w in dict.fromkeys(found) if w not in self.ami_warnings])
+
+    async def action(self, action: dict, timeout_s: float | None = None, as_list=None):
+        """Send one AMI action on the current connection and wait for its answer, at most
+        `timeout_s` (default ASTERBILL_AMI_TIMEOUT_MS). Raises AmiUnavailable when not
+        logged in or when the connection is lost first, TimeoutError when Asterisk does not
+        answer in time; a failed action is never sent again by itself."""
         if self.manager is None:
-            return
+            raise AmiUnavailable(f"{action.get('Action')} not sent: not connected to AMI")
+        return await self.manager.send_action(action, as_list=as_list, timeout_s=timeout_s)
+
+    async def hang_up(self, request: HangupRequest) -> None:
+        """Ask Asterisk to hang up the request's call, by its Uniqueid, without waiting for
+        the answer: the boundary scheduler and the event consumer go on at once."""
+        self.hangups.append(request)
+        target = channel_of(request)
+        log.warning(
+            "hanging up %s (%s, call %s): %s",
+            request.channel,
+            target,
+            request.call_id,
+            request.reason,
+        )
+        if self.manager is None or target in self._hanging_up:
+            return  # one Hangup of a channel at a time is enough
+        self._hanging_up.add(target)
+        task = asyncio.ensure_future(self._send_hangup(request, target))
+        self._hangup_tasks.add(task)
+        task.add_done_callback(self._hangup_tasks.discard)
+
+    async def _send_hangup(self, request: HangupRequest, target: str) -> None:
         started = time.monotonic()
         try:
-            reply = await self.manager.send_action(
-                {"Action": "Hangup", "Channel": request.channel, "Cause": "16"}
-            )
+            reply = await self.action({"Action": "Hangup", "Channel": target, "Cause": "16"})
             self.stats.hangups_sent += 1
             self.stats.hangup_lag_ms.append((time.monotonic() - started) * 1000)
-            log.info("Hangup %s: %s", request.channel, getattr(reply, "Message", reply))
+            log.info(
+                "Hangup %s (%s): %s", target, request.channel, getattr(reply, "Message", reply)
+            )
+        except (AmiUnavailable, TimeoutError) as exc:
+            # Not resent: after a reconnect the resync decides again on the live calls.
+            self.stats.hangups_failed += 1
+            log.error("Hangup of %s (call %s) failed: %r", target, request.call_id, exc)
         except Exception:
-            log.exception("Hangup of %s failed", request.channel)
+            self.stats.hangups_failed += 1
+            log.exception("Hangup of %s (call %s) failed", target, request.call_id)
+        finally:
+            self._hanging_up.discard(target)
 
     async def originate_callback(
         self, a_number: str, b_number: str, caller_id: str, account: str = "", timeout: float = 60
@@ -285,22 +493,18 @@ class Listener:
         panoramisk pitfall: the OriginateResponse event carries the action's ActionID, so
         panoramisk hands it to the action's future (a list: the "queued" response, then the
         event) and never to the event handlers. The result is therefore read from that list."""
-        if self.manager is None:
-            raise RuntimeError("not connected to AMI")
-        reply = await asyncio.wait_for(
-            self.manager.send_action(
-                {
-                    "Action": "Originate",
-                    "Channel": self.settings.callback_channel.replace("{number}", a_number),
-                    "Context": self.settings.callback_context,
-                    "Exten": b_number,
-                    "Priority": "1",
-                    "CallerID": f"<{caller_id}>",
-                    "Account": account,
-                    "Async": "true",
-                }
-            ),
-            timeout,
+        reply = await self.action(
+            {
+                "Action": "Originate",
+                "Channel": self.settings.callback_channel.replace("{number}", a_number),
+                "Context": self.settings.callback_context,
+                "Exten": b_number,
+                "Priority": "1",
+                "CallerID": f"<{caller_id}>",
+                "Account": account,
+                "Async": "true",
+            },
+            timeout_s=timeout,
         )
         messages = reply if isinstance(reply, list) else [reply]
         event = next((m for m in messages if m.get("Event") == "OriginateResponse"), None)
@@ -314,7 +518,14 @@ class Listener:
         """Handle queued events in order; one bad event never stops the others. Events that
         came after a snapshot's place wait until that snapshot is applied."""
         while True:
-            item = await self.queue.get()
+            if self.deferred:
+                await self._drain_deferred()
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), timeout=self._retry_delay)
+                except TimeoutError:
+                    continue
+            else:
+                item = await self.queue.get()
             if self.barrier is not None and item[0] > self.barrier:
                 if item[2].get("Event") != RESYNC:
                     self.held.append(item)  # task_done once handled
@@ -402,22 +613,82 @@ class Listener:
         self.wake.set()
 
     async def _bill_until_done(self, step) -> HangupRequest | None:
-        """Redis unreachable: wait and retry the same step, holding the queue, so no call
-        loses a step and every call keeps its order (the steps are idempotent)."""
+        """Bill one step. Redis unreachable: the credit-failure policy decides
+        (ami_listener/policy.py): a dial is refused at once (terminate), after retrying up to
+        RETRY_WINDOW_S (retry_and_terminate), or let through (continue); any other step (and
+        a dial let through) is kept in `deferred`, in order per call, and applied when Redis
+        answers again (the steps are idempotent). The queue is never held: other calls'
+        events, and their refusals, go on."""
+        call = step.call
+        if call.call_id in self._deferred_calls:
+            self._defer(step, time.monotonic())
+            return None
+        started = time.monotonic()
         delay = RETRY_FIRST_S
         while True:
             try:
                 return await asyncio.to_thread(self._bill, step)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except policy.UNREACHABLE as exc:
                 self.stats.retries += 1
+                failure = self.biller.failure
+                waited = time.monotonic() - started
+                if isinstance(step, Dialed) and failure.cuts:
+                    if waited + delay <= failure.grace_ms / 1000:
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, RETRY_MAX_S)
+                        continue
+                    return self.biller.refuse_unavailable(call)
                 log.warning(
-                    "Redis unreachable while billing call %s (%s); retrying in %.1f s",
-                    step.call.call_id,
+                    "Redis unreachable while billing call %s (%s); kept for later (%s)",
+                    call.call_id,
                     exc,
-                    delay,
+                    failure,
                 )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
+                if isinstance(step, Answered):
+                    self.biller.answer_unavailable(call)
+                    self.wake.set()  # the scheduler's next local cut may be this call
+                self._defer(step, started)
+                return None
+
+    def _defer(self, step, since: float) -> None:
+        self.deferred.append((step, since))
+        call_id = step.call.call_id
+        self._deferred_calls[call_id] = self._deferred_calls.get(call_id, 0) + 1
+
+    async def _drain_deferred(self) -> None:
+        """Apply the kept steps in order while Redis answers; stop at the first that fails
+        (retried after a growing delay). A dial let through that was answered meanwhile is
+        billed blind (it went on without a check); a hang-up is asked for only if the call
+        is still up."""
+        while self.deferred:
+            step, _since = self.deferred[0]
+            call = step.call
+            try:
+                if isinstance(step, Dialed):
+                    # Still ringing: Redis is back in time to decide as usual.
+                    blind = call.answered_us is not None or call.ended_us is not None
+                    request = await asyncio.to_thread(self.biller.on_dialed, call, blind)
+                else:
+                    request = await asyncio.to_thread(self._bill, step)
+            except policy.UNREACHABLE:
+                self.stats.retries += 1
+                self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_S)
+                return
+            except Exception:
+                self.stats.errors += 1
+                log.exception("kept step of call %s failed", call.call_id)
+                request = None
+            self.deferred.popleft()
+            left = self._deferred_calls[call.call_id] - 1
+            if left:
+                self._deferred_calls[call.call_id] = left
+            else:
+                del self._deferred_calls[call.call_id]
+            if isinstance(step, Answered):
+                self.wake.set()
+            if request is not None and call.ended_us is None:
+                await self.hang_up(request)
+        self._retry_delay = RETRY_FIRST_S
 
     def _bill(self, step) -> HangupRequest | None:
         if isinstance(step, Dialed):
@@ -430,7 +701,8 @@ class Listener:
         return None
 
     async def schedule(self) -> None:
-        """Wake for block boundaries only: at the next due time minus the guard time.
+        """Wake for block boundaries only: at the next due time minus the guard time. Never
+        waits on AMI: a cut only starts its Hangup (see hang_up).
 
         `stats.wake_lag_ms` records how long after that moment the boundaries were paid."""
         intended_ms = None

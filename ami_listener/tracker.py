@@ -23,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ami_listener.clock import AsteriskClock
 from ami_listener.frames import timestamp_us
 
 ANSWER = "ANSWER"
@@ -148,6 +149,7 @@ class CallTracker:
     originated: dict[str, str] = field(default_factory=dict)  # leg A Uniqueid -> its number
     redials: dict[str, int] = field(default_factory=dict)  # booth Uniqueid -> dials after the 1st
     counters: Counters = field(default_factory=Counters)
+    clock: AsteriskClock = field(default_factory=AsteriskClock)  # bounds every Timestamp
     cdr_wait_us: int = 1_000_000  # how long an answered call's end waits for its Cdr
     created: dict[str, int] = field(default_factory=dict)  # live channels' creation, by Uniqueid
     ending: dict[str, tuple[Call, int]] = field(default_factory=dict)  # hung up, Cdr awaited
@@ -155,7 +157,6 @@ class CallTracker:
     recent: OrderedDict = field(default_factory=OrderedDict)
     lost_at: int | None = None  # when the AMI connection was lost (event clock)
     uptime: int | None = None  # Asterisk's Uptime at the last login (FullyBooted)
-    last_offset: int = 0  # event clock minus receive clock, at the last event
     _measured: bool = False  # the event being handled has no Timestamp
     _received: int = 0  # its receive time
 
@@ -169,11 +170,9 @@ class CallTracker:
         """One AMI event -> the billing steps it causes (usually none)."""
         self.counters.events += 1
         name = event.get("Event", "")
-        stamp = timestamp_us(dict(event))
-        self._measured, self._received = stamp is None, received_us
-        at = stamp or received_us
-        if stamp is not None:
-            self.last_offset = stamp - received_us
+        self._measured = timestamp_us(dict(event)) is None
+        self._received = received_us
+        at = self.clock.at(event, received_us)
         handler = getattr(self, f"_on_{name}", None)
         if handler is None:
             self.counters.ignored += 1
@@ -427,7 +426,7 @@ class CallTracker:
         """The AMI connection is gone (at `received_us`, our clock). Kept on the event clock
         as the end of every call that turns out, at the next resync, to have ended meanwhile:
         the last moment it was known to run. Calls waiting for their Cdr end now."""
-        self.lost_at = received_us + self.last_offset
+        self.lost_at = received_us + self.clock.offset_us
         return self.flush(float("inf"))  # type: ignore[arg-type]
 
     def resync(
@@ -446,7 +445,7 @@ class CallTracker:
         (`BridgeId`), at the answer time Asterisk gave (`answers`, by Uniqueid, from
         `CDR(answer)`), else from now, flagged. `received_us`: when the snapshot came (our
         clock; moved onto the event clock here)."""
-        now_us = received_us + self.last_offset
+        now_us = received_us + self.clock.offset_us
         live = {c.get("Uniqueid", "") for c in channels}
         restarted = (
             self.uptime is not None

@@ -8,7 +8,9 @@
                rateinitial (micro-units/min), billingblock (s), billsec multiple (1e-4).
   Returns {"ALLOW", seconds} (seconds the prepaid levels and the deposit can pay; -1 = no
           limit) or {"DENY", reason}, reason LOCKED | NO_CREDIT_CLID | NO_CREDIT_GROUP |
-          NO_CREDIT_RESELLER | DEPOSIT_REACHED | PRICE_OVERFLOW.
+          NO_CREDIT_RESELLER | DEPOSIT_REACHED | PRICE_OVERFLOW | OVER_LIMIT_CLID |
+          OVER_LIMIT_GROUP | OVER_LIMIT_RESELLER | DEPOSIT_EXCEEDED (a level a call nobody
+          could cut pushed past its limit: no new call until it is back under it).
   Errors: ERR_BAD_ARGS, ERR_UNKNOWN_LEVEL <level> (not provisioned in Redis).
 ]]
 --- @include "price"
@@ -25,6 +27,8 @@ local ids = levelIds(call, reseller)
 local unknown = levelsKnown(bal, ids)
 if unknown then return redis.error_reply("ERR_UNKNOWN_LEVEL " .. unknown) end
 if bal:get(fieldsOf(ids[1]).locked) == "1" then return {"DENY", "LOCKED"} end
+local over = overLimit(bal, ids)
+if over then return {"DENY", over} end
 
 local need = {}
 for i = 1, 3 do

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 
@@ -30,6 +30,26 @@ class Deny(enum.StrEnum):
     NO_CREDIT_RESELLER = "NO_CREDIT_RESELLER"
     DEPOSIT_REACHED = "DEPOSIT_REACHED"
     PRICE_OVERFLOW = "PRICE_OVERFLOW"
+    # A level a call nobody could cut pushed past its limit (lua/endCall-6.lua, mode real):
+    # no new call until a charge (a check-out, for the deposit) brings it back under.
+    OVER_LIMIT_CLID = "OVER_LIMIT_CLID"
+    OVER_LIMIT_GROUP = "OVER_LIMIT_GROUP"
+    OVER_LIMIT_RESELLER = "OVER_LIMIT_RESELLER"
+    DEPOSIT_EXCEEDED = "DEPOSIT_EXCEEDED"
+    # Redis did not answer at dial and the credit-failure policy refuses the call
+    # (ASTERBILL_CREDIT_FAILURE, ami_listener/policy.py).
+    CREDIT_UNAVAILABLE = "CREDIT_UNAVAILABLE"
+
+
+class EndMode(enum.StrEnum):
+    """How far an end's billsec is believed at prepaid levels and deposits (endCall-6.lua)."""
+
+    LIVE = "live"  # the end was seen while calls could be cut: never charge past a limit
+    ESTIMATED = "estimated"  # the end was not seen: never charge past what the call paid
+    REAL = "real"  # it talked past its paid time, nobody could cut: bill it, flag over_limit
+
+
+DONE_KEEP_MS = 3 * 24 * 3600 * 1000  # how long a settled call's id refuses a replay
 
 
 class Outcome(enum.StrEnum):
@@ -105,6 +125,7 @@ class DueBatch:
     paid: int
     next_due_ms: int  # -1: nothing left in the index
     cut: list[Cut]
+    dues: dict[str, int] = field(default_factory=dict)  # call id -> its new due time (ms)
 
 
 @dataclass(frozen=True)
@@ -155,6 +176,11 @@ class CreditEngine:
         self.client = client
         self.keys = keys
         self.scripts = scripts or Scripts(client)
+
+    def _answer_keys(self, reseller_id: int) -> list[str]:
+        """The keys of answerCall-6 and endCall-6."""
+        k = self.keys
+        return [*self._call_keys(reseller_id), k.meta(reseller_id), k.done(reseller_id)]
 
     def _call_keys(self, reseller_id: int) -> list[str]:
         k = self.keys
@@ -274,7 +300,7 @@ class CreditEngine:
     ) -> Step:
         reply = _call(
             self.scripts.answer_call,
-            [*self._call_keys(payer.reseller_id), self.keys.meta(payer.reseller_id)],
+            self._answer_keys(payer.reseller_id),
             [
                 payer.reseller_id,
                 call_id,
@@ -293,15 +319,23 @@ class CreditEngine:
         )
         return self._step(reply)
 
-    def extend_due(self, reseller_id: int, until_ms: int, limit: int = 1000) -> DueBatch:
+    def extend_due(
+        self, reseller_id: int, until_ms: int, limit: int = 1000, per_call: int = 300
+    ) -> DueBatch:
+        """`per_call`: at most this many boundaries of one call in this run (a call with a
+        huge backlog never takes the run from the others; the rest is paid next run)."""
         reply = _call(
-            self.scripts.extend_due, self._call_keys(reseller_id), [reseller_id, until_ms, limit]
+            self.scripts.extend_due,
+            self._call_keys(reseller_id),
+            [reseller_id, until_ms, limit, per_call],
         )
+        after_cuts = 3 + 3 * int(reply[2])
         cut = [
             Cut(_text(reply[i]), int(reply[i + 1]), _text(reply[i + 2]))
-            for i in range(2, len(reply), 3)
+            for i in range(3, after_cuts, 3)
         ]
-        return DueBatch(int(reply[0]), int(reply[1]), cut)
+        dues = {_text(reply[i + 1]): int(reply[i]) for i in range(after_cuts, len(reply), 2)}
+        return DueBatch(int(reply[0]), int(reply[1]), cut, dues)
 
     def end(
         self,
@@ -311,12 +345,15 @@ class CreditEngine:
         billsec: int,
         meta: str = "",
         short_call_seconds: int = 0,
+        mode: EndMode = EndMode.LIVE,
     ) -> Ended:
-        """`short_call_seconds`: answered calls this short cost the customer nothing."""
+        """`short_call_seconds`: answered calls this short cost the customer nothing.
+        `mode`: how far `billsec` is believed at prepaid levels and deposits (EndMode).
+        Outcome ENDED (prices 0): the call was ended and settled before, nothing changed."""
         reply = _call(
             self.scripts.end_call,
-            [*self._call_keys(reseller_id), self.keys.meta(reseller_id)],
-            [reseller_id, call_id, end_ms, billsec, meta, short_call_seconds],
+            self._answer_keys(reseller_id),
+            [reseller_id, call_id, end_ms, billsec, meta, short_call_seconds, mode, DONE_KEEP_MS],
         )
         return Ended(Outcome(_text(reply[0])), int(reply[1]), int(reply[2]), int(reply[3]))
 
@@ -340,6 +377,9 @@ class CreditEngine:
         pipe = self.client.pipeline(transaction=True)
         pipe.hsetnx(self.keys.ended(payer.reseller_id), call_id, record)
         pipe.hsetnx(self.keys.meta(payer.reseller_id), call_id, meta)
+        done = self.keys.done(payer.reseller_id)
+        pipe.zadd(done, {call_id: end_ms}, nx=True)  # a replay of its answer is refused
+        pipe.zremrangebyscore(done, "-inf", f"({end_ms - DONE_KEEP_MS}")
         return bool(pipe.execute()[0])
 
     @staticmethod

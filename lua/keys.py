@@ -56,6 +56,12 @@ class Keys:
         destination, hangup cause), kept until settlement has it in MySQL."""
         return f"{self.tag(reseller_id)}:meta"
 
+    def done(self, reseller_id: int) -> str:
+        """Sorted set: id of every call ended under this tag lately, scored by its end time
+        (ms); outlives `ended` (trimmed by time, lua/endCall-6.lua) so that a call replayed
+        after its settlement is refused instead of charged again."""
+        return f"{self.tag(reseller_id)}:done"
+
     def applied_ops(self, reseller_id: int) -> str:
         """Hash: credit operation id -> kind|level|used before (applied once)."""
         return f"{self.tag(reseller_id)}:ops"

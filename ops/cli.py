@@ -51,9 +51,22 @@ def show_settings(ctx: click.Context) -> None:
 
 
 @cli.command()
+@click.option(
+    "--ami/--no-ami",
+    default=None,
+    help="Check the AMI too (default: when AMI_HOST is set, i.e. a real Asterisk).",
+)
+@click.option(
+    "--watch",
+    type=float,
+    default=3.0,
+    show_default=True,
+    help="Seconds to watch AMI events (do they carry a Timestamp?).",
+)
 @click.pass_context
-def check(ctx: click.Context) -> None:
-    """Check that the database answers and is migrated, and that Redis answers."""
+def check(ctx: click.Context, ami: bool | None, watch: float) -> None:
+    """Check that the database answers and is migrated, that Redis answers, and (AMI_HOST
+    set) that Asterisk's AMI takes our login and gives billing what it needs."""
     from ops import redis_server
     from schema import migrate
     from schema.db import check_database, describe_url, make_engine
@@ -65,6 +78,42 @@ def check(ctx: click.Context) -> None:
     click.echo(f"database ok: {describe_url(engine)} (schema {current})")
     redis_server.check(redis_server.connect(settings.redis_url))
     click.echo(f"redis ok: {settings.redis_url}")
+    if ami if ami is not None else not settings.ami_embedded:
+        check_ami(settings, watch)
+
+
+def check_ami(settings: Settings, watch: float) -> None:
+    """Log in to the AMI; print what the user lacks for billing (warnings, exit 0)."""
+    import asyncio
+
+    from ami_listener.ami_health import AmiLoginRefused, probe
+    from ops.errors import ServiceUnavailable
+
+    where = f"{settings.ami_user}@{settings.ami_host}:{settings.ami_port}"
+    try:
+        result = asyncio.run(
+            probe(
+                settings.ami_host,
+                settings.ami_port,
+                settings.ami_user,
+                settings.ami_secret,
+                watch_s=watch,
+                timeout_s=settings.ami_timeout_ms / 1000,
+            )
+        )
+    except AmiLoginRefused as exc:
+        raise ServiceUnavailable(
+            f"Asterisk AMI at {where} refused the login ({exc}): check AMI_USER / AMI_SECRET "
+            "against manager.conf"
+        ) from None
+    except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+        raise ServiceUnavailable(
+            f"Asterisk AMI at {where} could not be reached ({exc!r}): check AMI_HOST / AMI_PORT "
+            "and manager.conf [general] enabled = yes, port, bindaddr"
+        ) from None
+    click.echo(f"ami ok: {where} ({result.greeting}; {result.events} events watched)")
+    for warning in result.warnings:
+        click.echo(f"ami warning: {warning}")
 
 
 def register_commands() -> None:

@@ -23,7 +23,9 @@ def listener(ctx: click.Context) -> None:
     from rating.book import RedisRateBook
 
     settings = settings_of(ctx)
-    client = redis_server.connect(settings.redis_url)
+    # Timeouts: a frozen Redis must fail the call (the credit-failure policy then cuts from
+    # the listener's own table), never hang the scheduler.
+    client = redis_server.connect(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
     redis_server.wait_until_up(client, logging.getLogger("asterbill.listener"))
     keys = Keys(settings.key_prefix)
     biller = Biller(CreditEngine(client, keys), RedisRateBook(client, keys), settings)
@@ -39,7 +41,12 @@ def listener(ctx: click.Context) -> None:
 
 
 @click.command("pbx-sim")
-@click.option("--port", type=int, default=5038, show_default=True)
+@click.option(
+    "--port",
+    type=int,
+    default=None,
+    help="Port to listen on (default: ASTERBILL_SIM_PORT, 5039; never a real Asterisk's 5038).",
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--user", default=None, help="AMI user to accept (default: AMI_USER).")
 @click.option("--secret", default=None, help="AMI secret to accept (default: AMI_SECRET).")
@@ -70,6 +77,13 @@ def listener(ctx: click.Context) -> None:
 )
 @click.option("--seed", type=int, default=1)
 @click.option("--forever", is_flag=True, help="Keep serving after the calls are done.")
+@click.option(
+    "--down-for",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="Seconds a killed or restarted simulator stays down (signals USR1, HUP).",
+)
 @click.pass_context
 def pbx_sim(
     ctx,
@@ -88,8 +102,14 @@ def pbx_sim(
     numbers,
     seed,
     forever,
+    down_for,
 ) -> None:
-    """A simulated Asterisk speaking AMI: replays a capture, or generates booth calls."""
+    """A simulated Asterisk speaking AMI: replays a capture, or generates booth calls.
+
+    Faults on a signal: SIGUSR1 kills it (no Hangup or Cdr for the calls up) and starts it
+    again after --down-for seconds; SIGHUP restarts it cleanly (`core restart now`: calls
+    hung up, then Shutdown); SIGUSR2 drops the oldest client's connection. A restarted
+    simulator counts channel names from the start again, as Asterisk does."""
     from ops import pbx_sim as sim
     from ops.errors import InvalidInput
 
@@ -104,8 +124,9 @@ def pbx_sim(
         server = sim.AmiServer(
             user or settings.ami_user, settings.ami_secret if secret is None else secret
         )
-        bound = await server.start(host, port)
+        bound = await server.start(host, settings.sim_port if port is None else port)
         click.echo(f"pbx-sim: AMI on {host}:{bound}", err=True)
+        _fault_signals(server, down_for)
         if replay_file:
             await sim.replay(server, replay_file, speed)
         else:
@@ -119,3 +140,30 @@ def pbx_sim(
         await server.close()
 
     asyncio.run(main())
+
+
+def _fault_signals(server, down_for: float) -> None:
+    """Signals that inject the simulator's faults (see `asterbill pbx-sim --help`)."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    faults: set[asyncio.Task] = set()
+
+    def start(fault) -> None:
+        task = asyncio.ensure_future(fault)
+        faults.add(task)
+        task.add_done_callback(faults.discard)
+
+    log = logging.getLogger("asterbill.pbx_sim")
+    actions = {
+        signal.SIGUSR1: ("killed", lambda: start(server.restart(clean=False, down_for=down_for))),
+        signal.SIGHUP: ("restarting", lambda: start(server.restart(clean=True, down_for=down_for))),
+        signal.SIGUSR2: ("dropping a client", lambda: server.drop_client(0)),
+    }
+    for signum, (what, act) in actions.items():
+
+        def handler(what=what, act=act) -> None:
+            log.warning("pbx-sim: %s", what)
+            act()
+
+        loop.add_signal_handler(signum, handler)

@@ -64,9 +64,13 @@ def run(ctx: click.Context, procfile: Path) -> None:
     if settings.redis_embedded:
         manager.add_process("redis", "asterbill embedded-redis", env=env)
     if settings.ami_embedded:
-        # No Asterisk configured: a simulated one places booth calls for the listener.
+        # No Asterisk configured: a simulated one places booth calls for the listener, on
+        # its own port (ASTERBILL_SIM_PORT), so a real Asterisk's 5038 here keeps its AMI.
         manager.add_process(
-            "pbx", "asterbill pbx-sim --forever --calls 100000 --cps 0.5 --talk 5:90", env=env
+            "pbx",
+            f"asterbill pbx-sim --port {settings.ami_port} --forever --calls 100000 --cps 0.5"
+            " --talk 5:90",
+            env=env,
         )
     for name, command in parse_procfile(procfile.read_text()).processes.items():
         manager.add_process(name, command, env=env, cwd=str(PROJECT_ROOT))

@@ -17,7 +17,17 @@ Asterisk does), Ping, Hangup, CoreShowChannels (the channels alive right now, wi
 Originate: `Channel: Local/<A number>@...`, `Context: callback`, `Exten: <B number>` places a
 callback as capture 08 shows it (leg A rung and answered, an OriginateResponse carrying the
 action's ActionID, then leg A dials leg B); `Variable: A_RING_SECS=..,B_RING_SECS=..,
-B_TALK_SECS=..` sets its times.
+B_TALK_SECS=..` sets its times. Hangup takes a channel name or, as Asterisk 20 does, a
+Uniqueid in its Channel header.
+
+Faults, for tests and soaks (methods of AmiServer; signals of `asterbill pbx-sim`):
+- kill() / come_back(): Asterisk killed (every client dropped, no Hangup or Cdr for the calls
+  that were up, nothing listens) and started again;
+- restart(clean=...): the same, or a `core restart now` (every call hung up with its Hangup
+  and Cdr, then `Event: Shutdown`); either way the Asterisk that comes back starts its
+  channel counters again, so new calls reuse the channel names of the calls before it;
+- drop_client(): one client's TCP connection cut while the calls go on;
+- unanswered: action names (lower case) the simulator reads and never answers.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ami_listener import frames
+from ami_listener.ami_health import classes
 from ami_listener.tracker import hms_seconds
 
 log = logging.getLogger("asterbill.pbx_sim")
@@ -55,6 +66,19 @@ SNAPSHOT = (
     "Linkedid",
 )
 STATES = {"Down": "0", "Ring": "4", "Ringing": "5", "Up": "6"}
+# action -> the write classes that allow it (any one), as Asterisk 20 registers them
+ACTION_CLASSES = {
+    "Hangup": ("system", "call"),
+    "CoreShowChannels": ("system", "reporting"),
+    "Getvar": ("call", "reporting"),
+    "Originate": ("originate",),
+    "GetConfig": ("system", "config"),
+}
+_ACTION_BY_LOWER = {name.lower(): name for name in ACTION_CLASSES}
+
+
+class Killed(Exception):
+    """The simulated Asterisk was killed: the calls it carried vanish without an event."""
 
 
 @dataclass
@@ -72,6 +96,7 @@ class Channel:
     application: str = "Dial"  # as CoreShowChannels shows it: Dial (the caller), AppDial...
     bridge_id: str = ""  # set while bridged (answered)
     answered: float | None = None  # epoch seconds, what CDR(answer,u) gives
+    killed: bool = False  # its Asterisk died: no more events for it
 
     def snapshot(self) -> list[tuple[str, str]]:
         return [
@@ -109,10 +134,32 @@ class AmiServer:
         # it sends go out in the same write, as a hangup just after the listing would).
         self.after_show_channels = None
         self._corked: tuple[asyncio.StreamWriter, list[bytes]] | None = None
+        self.host, self.port = "127.0.0.1", 0
+        self.incarnation = 0  # how many times this Asterisk was (re)started
+        self.action_log: list[tuple[int, dict[str, str]]] = []  # (incarnation, action)
+        self.unanswered: set[str] = set()  # action names read and never answered
+        # manager.conf and cdr_manager.conf as this Asterisk has them (GetConfig shows them)
+        self.read, self.write, self.cdr_manager = "all", "all", True
+        self._login_order: list[asyncio.StreamWriter] = []
+        self._reset_counters()
+
+    def _reset_counters(self) -> None:
+        """Channel names and uniqueids count from the start again, as after a restart; the
+        part of a uniqueid before the dot (the epoch second) still moves on."""
+        self._seq = itertools.count(2)
+        self._ids = itertools.count(1)
+        self.epoch = max(int(time.time()), getattr(self, "epoch", 0) + 1)
+
+    def next_seq(self) -> int:
+        return next(self._seq)
+
+    def next_uniqueid(self) -> str:
+        return f"{self.epoch}.{next(self._ids)}"
 
     async def start(self, host: str, port: int) -> int:
         self._server = await asyncio.start_server(self._session, host, port)
-        return self._server.sockets[0].getsockname()[1]
+        self.host, self.port = host, self._server.sockets[0].getsockname()[1]
+        return self.port
 
     async def close(self) -> None:
         if self._server is not None:
@@ -129,9 +176,65 @@ class AmiServer:
             writer.close()
         self.logged_in.clear()
 
+    def drop_client(self, index: int = 0) -> bool:
+        """Cut one client's connection (the index-th still logged in, oldest first); the
+        calls and the other clients go on. False when there is no such client."""
+        alive = [w for w in self._login_order if w in self.sessions]
+        if index >= len(alive):
+            return False
+        writer = alive[index]
+        self.sessions.discard(writer)
+        writer.close()
+        if not self.sessions:
+            self.logged_in.clear()
+        return True
+
+    async def kill(self) -> None:
+        """Asterisk killed: every client dropped, nothing listens, and the calls that were
+        up vanish without a Hangup or a Cdr (capture 24)."""
+        for channel in self.channels.values():
+            channel.killed = True
+            channel.hangup.set()
+        self.channels.clear()
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        self.drop_sessions()
+        if server is not None:
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+        await asyncio.sleep(0)  # let the calls' tasks see that they died
+
+    async def come_back(self) -> int:
+        """Start again on the same address, with the channel counters reset."""
+        self._reset_counters()
+        self.incarnation += 1
+        self.booted = time.monotonic()  # FullyBooted's Uptime starts again
+        self.generator = None
+        self._server = await asyncio.start_server(self._session, self.host, self.port)
+        return self.port
+
+    async def restart(self, clean: bool = True, down_for: float = 0.5) -> None:
+        """`core restart now` (clean: every call hung up with its Hangup and Cdr, then
+        `Event: Shutdown`, as capture 26) or a kill (not clean); back after `down_for` s."""
+        if clean:
+            for channel in list(self.channels.values()):
+                channel.hangup.set()
+            await asyncio.sleep(0.05)  # the calls send their Hangup and Cdr events
+            self.event("Shutdown", [("Shutdown", "Cleanly"), ("Restart", "True")])
+            await asyncio.sleep(0.01)
+        await self.kill()
+        await asyncio.sleep(down_for)
+        await self.come_back()
+
     # -- sending ---------------------------------------------------------------------
     def event(self, name: str, headers: Iterable[tuple[str, str]]) -> None:
-        items = [("Event", name), ("Privilege", "call,all")]
+        privilege = {"Cdr": "cdr,all", "Shutdown": "system,all"}.get(name, "call,all")
+        if privilege.partition(",")[0] not in classes(self.read):
+            return  # the user may not read this class (manager.conf `read =`)
+        if name == "Cdr" and not self.cdr_manager:
+            return
+        items = [("Event", name), ("Privilege", privilege)]
         if self.timestamps:
             items.append(("Timestamp", f"{time.time():.6f}"))
         self.send_raw(frames.build([*items, *headers]))
@@ -163,7 +266,10 @@ class AmiServer:
                     )
                     continue
                 self.actions.append(action)
+                self.action_log.append((self.incarnation, action))
                 name = action.get("Action", "").lower()
+                if name in self.unanswered:
+                    continue  # a stuck Asterisk: read, never answered
                 reply = [("Response", "Success")]
                 if "ActionID" in action:
                     reply.append(("ActionID", action["ActionID"]))
@@ -191,11 +297,37 @@ class AmiServer:
                         )
                     )
                     self.sessions.add(writer)
+                    self._login_order.append(writer)
                     self.logged_in.set()
                 elif not authenticated:
                     writer.write(
                         frames.build(
                             [("Response", "Error"), ("Message", "Authentication Required")]
+                        )
+                    )
+                elif name in _ACTION_BY_LOWER and not classes(self.write) & set(
+                    ACTION_CLASSES[_ACTION_BY_LOWER[name]]
+                ):
+                    writer.write(
+                        frames.build(
+                            [("Response", "Error"), *reply[1:], ("Message", "Permission denied")]
+                        )
+                    )
+                elif name == "getconfig":
+                    writer.write(frames.build(self._config(action.get("Filename", ""), reply)))
+                elif name == "listcommands":
+                    allowed = classes(self.write)
+                    writer.write(
+                        frames.build(
+                            [
+                                *reply,
+                                *(
+                                    (act, f"(Priv: {','.join(c)},all)")
+                                    for act, c in ACTION_CLASSES.items()
+                                    if allowed & set(c)
+                                ),
+                                ("Ping", "Keepalive command. (Priv: <none>)"),
+                            ]
                         )
                     )
                 elif name == "ping":
@@ -205,7 +337,7 @@ class AmiServer:
                         )
                     )
                 elif name == "hangup":
-                    channel = self.channels.get(action.get("Channel", ""))
+                    channel = self.find_channel(action.get("Channel", ""))
                     if channel is None:
                         writer.write(
                             frames.build(
@@ -248,7 +380,44 @@ class AmiServer:
             pass
         finally:
             self.sessions.discard(writer)
+            with contextlib.suppress(ValueError):
+                self._login_order.remove(writer)
             writer.close()
+
+    def _config(self, filename: str, reply) -> list[tuple[str, str]]:
+        """A GetConfig answer for manager.conf or cdr_manager.conf, in Asterisk's format."""
+        yes = {True: "yes", False: "no"}
+        files = {
+            "manager.conf": {
+                "general": [
+                    ("enabled", "yes"),
+                    ("port", str(self.port)),
+                    ("timestampevents", yes[self.timestamps]),
+                ],
+                self.username: [
+                    ("secret", self.secret),
+                    ("read", self.read),
+                    ("write", self.write),
+                ],
+            },
+            "cdr_manager.conf": {"general": [("enabled", yes[self.cdr_manager])]},
+        }
+        if filename not in files:
+            return [("Response", "Error"), *reply[1:], ("Message", "Config file not found")]
+        out = list(reply)
+        for n, (category, lines) in enumerate(files[filename].items()):
+            out.append((f"Category-{n:06d}", category))
+            out += [(f"Line-{n:06d}-{i:06d}", f"{k}={v}") for i, (k, v) in enumerate(lines)]
+        return out
+
+    def find_channel(self, name_or_uniqueid: str) -> Channel | None:
+        """As Asterisk 20's Hangup: a channel name, or a channel's Uniqueid."""
+        channel = self.channels.get(name_or_uniqueid)
+        if channel is None and name_or_uniqueid:
+            channel = next(
+                (c for c in self.channels.values() if c.uniqueid == name_or_uniqueid), None
+            )
+        return channel
 
     def _originate(self, writer: asyncio.StreamWriter, action: dict, reply) -> None:
         target = action.get("Channel", "")
@@ -277,15 +446,6 @@ class AmiServer:
         )
         self._originated.add(task)
         task.add_done_callback(self._originated.discard)
-
-    def find_channel(self, name_or_uniqueid: str) -> Channel | None:
-        """By name or by Uniqueid, as Asterisk's channel lookup does."""
-        channel = self.channels.get(name_or_uniqueid)
-        if channel is None:
-            channel = next(
-                (c for c in self.channels.values() if c.uniqueid == name_or_uniqueid), None
-            )
-        return channel
 
     def _getvar(self, action: dict, reply) -> list[tuple[str, str]]:
         """Getvar on a channel; only `CDR(answer...)` has a value here (epoch seconds with
@@ -530,18 +690,21 @@ class Generator:
 
     def __init__(self, server: AmiServer) -> None:
         self.server = server
-        self._ids = itertools.count(1)
-        self._seq = itertools.count(2)
-        self.epoch = int(time.time())
         self.ended: list[tuple[str, str]] = []  # (booth uniqueid, how it ended)
+        self.channels: dict[str, str] = {}  # booth uniqueid -> its channel name
 
     def _uniqueid(self) -> str:
-        return f"{self.epoch}.{next(self._ids)}"
+        return self.server.next_uniqueid()
 
     async def call(self, plan: CallPlan) -> None:
+        """One booth call; if its Asterisk is killed meanwhile it just stops (no events)."""
+        with contextlib.suppress(Killed):
+            await self._call(plan)
+
+    async def _call(self, plan: CallPlan) -> None:
         s = self.server
         booth = Channel(
-            f"SIP/{plan.booth}-{next(self._seq):08x}",
+            f"SIP/{plan.booth}-{s.next_seq():08x}",
             self._uniqueid(),
             "",
             plan.booth,
@@ -550,8 +713,9 @@ class Generator:
             "callshop-sip",
         )
         booth.linkedid = booth.uniqueid
+        self.channels[booth.uniqueid] = booth.name
         trunk = Channel(
-            f"SIP/pstn-trunk-{next(self._seq):08x}",
+            f"SIP/pstn-trunk-{s.next_seq():08x}",
             self._uniqueid(),
             booth.linkedid,
             "<unknown>",
@@ -620,7 +784,11 @@ class Generator:
         )
         self.ended.append((booth.uniqueid, how))
 
-    async def callback(
+    async def callback(self, *args, **kwargs) -> None:
+        with contextlib.suppress(Killed):
+            await self._callback(*args, **kwargs)
+
+    async def _callback(
         self,
         action_id: str,
         a_number: str,
@@ -634,7 +802,7 @@ class Generator:
         """An originated callback, as capture 08: leg A (Local/<A>@pstn-sim, the customer) is
         rung and answers; its `;1` half then runs context `callback` and dials leg B."""
         s = self.server
-        seq_a, seq_b = next(self._seq), next(self._seq)
+        seq_a, seq_b = s.next_seq(), s.next_seq()
         a1, a2 = self._local_pair(a_number, seq_a, "", accountcode)
         dest_a = [("DestChannel", a1.name), ("DestExten", a_number), ("DestUniqueid", a1.uniqueid)]
         s.event("DialBegin", [*dest_a, ("DialString", f"{a_number}@pstn-sim")])
@@ -720,12 +888,15 @@ class Generator:
 
     @staticmethod
     async def _wait(channel: Channel, seconds: float) -> bool:
-        """Sleep `seconds`; True if the channel was hung up by an action meanwhile."""
+        """Sleep `seconds`; True if the channel was hung up by an action meanwhile; raises
+        Killed if its Asterisk died meanwhile."""
         try:
             await asyncio.wait_for(channel.hangup.wait(), timeout=seconds)
-            return True
         except TimeoutError:
             return False
+        if channel.killed:
+            raise Killed(channel.name)
+        return True
 
 
 def random_plans(

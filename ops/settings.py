@@ -24,6 +24,8 @@ NO_RATE_POLICIES = ("hangup-prepaid", "hangup", "free")
 CALLBACK_LEG_POLICIES = ("a", "b", "both")
 UNANSWERED_POLICIES = ("record", "drop")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Redis (the credit store) unreachable: what happens to calls (ami_listener/policy.py).
+CREDIT_FAILURE_POLICIES = ("terminate", "retry_and_terminate", "continue")
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ class Settings:
     ami_port: int
     ami_user: str
     ami_secret: str
+    ami_timeout_ms: int  # the longest wait for Asterisk's answer to one AMI action
+    sim_port: int  # where the PBX simulator listens (never 5038: a real Asterisk's AMI)
     payer_field: str
     strip_prefixes: tuple[str, ...]
     unknown_payer: str
@@ -60,6 +64,7 @@ class Settings:
     web_port: int
     secret_key: str
     log_level: str
+    credit_failure: str = "terminate"
 
     def describe(self) -> dict[str, str]:
         """The settings as text, with secrets masked (for `asterbill settings` and logs)."""
@@ -97,6 +102,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
     embedded_port = _int(env, "ASTERBILL_EMBEDDED_REDIS_PORT", 6390, 1, 65535)
     database_url = get("DATABASE_URL", "")
     redis_url = get("REDIS_URL", "")
+    sim_port = _int(env, "ASTERBILL_SIM_PORT", 5039, 1, 65535)
 
     return Settings(
         database_url=database_url or f"sqlite:///{data_dir / 'asterbill.sqlite3'}",
@@ -107,9 +113,12 @@ def _parse(env: Mapping[str, str]) -> Settings:
         data_dir=data_dir,
         ami_host=get("AMI_HOST", "127.0.0.1"),
         ami_embedded=not get("AMI_HOST", ""),
-        ami_port=_int(env, "AMI_PORT", 5038, 1, 65535),
+        # No AMI_HOST: the listener talks to the simulator, on its own port by default.
+        ami_port=_int(env, "AMI_PORT", 5038 if get("AMI_HOST", "") else sim_port, 1, 65535),
         ami_user=get("AMI_USER", "asterbill"),
         ami_secret=env.get("AMI_SECRET", ""),
+        ami_timeout_ms=_int(env, "ASTERBILL_AMI_TIMEOUT_MS", 5000, 100, 120_000),
+        sim_port=sim_port,
         payer_field=_choice(env, "ASTERBILL_PAYER_FIELD", "callerid", PAYER_FIELDS),
         strip_prefixes=_digit_list(env, "ASTERBILL_STRIP_PREFIXES"),
         unknown_payer=_choice(env, "ASTERBILL_UNKNOWN_PAYER", "record", UNKNOWN_PAYER_POLICIES),
@@ -131,6 +140,9 @@ def _parse(env: Mapping[str, str]) -> Settings:
         web_port=_int(env, "ASTERBILL_WEB_PORT", 8080, 1, 65535),
         secret_key=env.get("ASTERBILL_SECRET_KEY", ""),
         log_level=_choice(env, "ASTERBILL_LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
+        credit_failure=_choice(
+            env, "ASTERBILL_CREDIT_FAILURE", "terminate", CREDIT_FAILURE_POLICIES
+        ),
     )
 
 

@@ -61,8 +61,9 @@ def stream(path: Path) -> Iterator[tuple]:
         items = [json.loads(line) for line in f]
     closed = head.get("observed", {}).get("disconnect", {}).get("t_client_closed_socket")
     snapshots, sessions, ended = set(), 0, True
+    epoch = epoch_offset(path)  # a listener's receive clock is epoch time, as Asterisk's
     for n, item in enumerate(items):
-        us = round(item["t"] * 1_000_000)
+        us = round(item["t"] * 1_000_000) + epoch
         if item.get("eof"):
             ended = True
             yield "lost", us
@@ -75,7 +76,7 @@ def stream(path: Path) -> Iterator[tuple]:
             continue
         if raw.startswith("Asterisk Call Manager"):
             if sessions and not ended:  # the client closed the last session itself
-                yield "lost", round((closed or item["t"]) * 1_000_000)
+                yield "lost", round((closed or item["t"]) * 1_000_000) + epoch
             sessions, ended = sessions + 1, False
             continue
         headers = frames.parse(raw)
@@ -102,16 +103,21 @@ def answer_times(path: Path) -> dict[str, int]:
     observed call of files 24-28, by booth Uniqueid: its answer `t` moved onto the Timestamp
     clock by the offset of the file's first timestamped event."""
     calls = header(path).get("observed", {}).get("calls", [])
-    offset = None
-    for t, raw in messages(path):
-        stamp = frames.timestamp_us(frames.parse(raw)) if raw.startswith("Event") else None
-        if stamp is not None:
-            offset = stamp - round(t * 1_000_000)
-            break
-    if offset is None:
+    offset = epoch_offset(path)
+    if not offset:
         return {}
     return {
         c["booth_uniqueid"]: round(c["t_answered"] * 1_000_000) + offset
         for c in calls
         if c.get("t_answered") is not None and c.get("booth_uniqueid")
     }
+
+
+def epoch_offset(path: Path) -> int:
+    """Microseconds from the capture's `t` clock to Asterisk's Timestamp clock (the first
+    timestamped event's difference); 0 without Timestamp headers."""
+    for t, raw in messages(path):
+        stamp = frames.timestamp_us(frames.parse(raw)) if raw.startswith("Event") else None
+        if stamp is not None:
+            return stamp - round(t * 1_000_000)
+    return 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import itertools
 import json
 import time
 
@@ -452,41 +451,6 @@ def test_a_callback_is_originated_and_both_legs_billed_by_their_own_numbers(rig,
     assert leg_a[5] == price(leg_a[4], 10_000, PER_SECOND)  # priced by A's number
     assert leg_b[5] == price(leg_b[4], 10_000, PER_MINUTE)  # priced by B's number
     assert leg_a[4] >= leg_b[4] >= 2  # A talks from its own answer, B from B's answer
-
-
-def test_reconnects_back_off_while_asterisk_is_down_and_reset_after_login(rig, key_prefix):
-    from tests.test_cli import free_port
-
-    port = free_port()
-    settings = settings_for(port, key_prefix)
-
-    async def scenario():
-        listener = Listener(settings, Biller(rig.engine, rig.book, settings))
-        task = asyncio.create_task(listener.run())
-        server = pbx_sim.AmiServer("billing", "s3cret")
-        try:
-            await asyncio.sleep(3.8)  # Asterisk is down: attempts at 0, 0.5, 1.5, 3.5 s
-            down = list(listener.manager.attempts)
-            await server.start("127.0.0.1", port)
-            await asyncio.wait_for(listener.logged_in.wait(), 10)
-            listener.logged_in.clear()
-            server.drop_sessions()  # an Asterisk restart: the first retry is quick again
-            dropped = time.monotonic()
-            await asyncio.wait_for(listener.logged_in.wait(), 10)
-            return down, listener.manager.attempts, dropped
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            listener.close()
-            await server.close()
-
-    down, attempts, dropped = asyncio.run(scenario())
-
-    gaps = [b - a for a, b in itertools.pairwise(down)]
-    assert len(down) == 4, gaps
-    assert all(later > 1.8 * earlier for earlier, later in itertools.pairwise(gaps)), gaps
-    assert attempts[-1] - dropped < 1.0  # after a login the wait starts again from 0.5 s
 
 
 def test_panoramisk_pitfalls_empty_last_header_and_a_listener_built_outside_the_loop(

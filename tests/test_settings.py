@@ -18,7 +18,12 @@ def test_defaults_need_no_servers_configured(tmp_path):
     assert (s.payer_field, s.unknown_payer, s.no_rate) == ("callerid", "record", "hangup-prepaid")
     assert (s.guard_ms, s.callback_legs, s.short_call_seconds) == (500, "a", 0)
     assert (s.currency, s.display_decimals, s.strip_prefixes) == ("USD", 2, ())
-    assert (s.ami_host, s.ami_port) == ("127.0.0.1", 5038)
+    # no AMI_HOST: the listener talks to the simulator, on its own port (not Asterisk's 5038)
+    assert (s.ami_host, s.ami_port, s.sim_port) == ("127.0.0.1", 5039, 5039)
+    assert settings(AMI_HOST="pbx.lan").ami_port == 5038
+    assert settings(ASTERBILL_SIM_PORT="6038").ami_port == 6038
+    assert settings(AMI_PORT="15038").ami_port == 15038
+    assert s.ami_timeout_ms == 5000
 
 
 def test_configured_servers_are_used_as_given():
@@ -72,3 +77,10 @@ def test_describe_masks_secrets():
     text = repr(s.describe())
     assert "hunter2" not in text and "s3cret" not in text
     assert s.describe()["database_url"] == "mysql+mysqldb://bill:***@db/x"
+
+
+def test_the_credit_failure_policy_defaults_to_terminate_and_is_checked():
+    assert settings().credit_failure == "terminate"
+    assert settings(ASTERBILL_CREDIT_FAILURE="Continue").credit_failure == "continue"
+    with pytest.raises(SettingsError, match="not one of: terminate, retry_and_terminate"):
+        settings(ASTERBILL_CREDIT_FAILURE="ignore")

@@ -213,6 +213,34 @@ local function refusal(bal, ids, need)
   return nil
 end
 
+-- A level pushed past its limit by a call nobody could cut (DESIGN.md section 5): which one,
+-- or nil. A prepaid level whose used exceeds its limit, or a booth whose unbilled calls exceed
+-- its deposit, takes no new call until a charge (or a check-out) brings it back under.
+local OVER = {"OVER_LIMIT_CLID", "OVER_LIMIT_GROUP", "OVER_LIMIT_RESELLER"}
+
+local function overLimit(bal, ids)
+  for i = 1, 3 do
+    local f = fieldsOf(ids[i])
+    if bal:get(f.type) == "prepaid" and bal:num(f.used) > bal:num(f.limit) then
+      return OVER[i]
+    end
+  end
+  local f = fieldsOf(ids[1])
+  local deposit = bal:get(f.deposit)
+  if deposit ~= "" and bal:num(f.unbilled) > tonumber(deposit) then return "DEPOSIT_EXCEEDED" end
+  return nil
+end
+
+-- The meta text (the listener's JSON, `"flags":[...]` written without spaces) with one more
+-- flag, so the CDR says what the script decided; a text without a flags list is kept as is.
+local function withFlag(meta, flag)
+  local at = string.find(meta, '"flags":[', 1, true)
+  if at == nil then return meta end
+  local head, tail = string.sub(meta, 1, at + 8), string.sub(meta, at + 9)
+  if string.sub(tail, 1, 1) == "]" then return head .. '"' .. flag .. '"' .. tail end
+  return head .. '"' .. flag .. '",' .. tail
+end
+
 -- Pay the boundary `billsec` (the first billsec not yet covered) at every level whose block
 -- ends there. Returns nil when paid, or the refusal reason (and then nothing was paid).
 local function payBoundary(bal, call, billsec, reseller)

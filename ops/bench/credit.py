@@ -43,7 +43,7 @@ def setup(engine: CreditEngine, calls: int, booths_per_group: int = 20) -> None:
         b = i % booths
         payer = Payer(RESELLER, 1 + b // booths_per_group, 1000 + b)
         engine.scripts.answer_call(
-            keys=[*engine._call_keys(RESELLER), engine.keys.meta(RESELLER)],
+            keys=engine._answer_keys(RESELLER),
             args=[RESELLER, f"call{i}", payer.clid_id, payer.group_id, T0, *pricing.args(), ""],
             client=pipe,
         )

@@ -2,7 +2,9 @@
   answer: record the call and pay its first block at every level (clid, group, reseller).
 
   KEYS[1]: balances hash; KEYS[2]: calls hash; KEYS[3]: due sorted set; KEYS[4]: ended hash;
-  KEYS[5]: meta hash (call id -> the listener's description of the call, opaque here).
+  KEYS[5]: meta hash (call id -> the listener's description of the call, opaque here);
+  KEYS[6]: done sorted set (ids of calls ended under this tag lately, scored by end time:
+           a replay after settlement removed the call from `ended` is still refused).
   ARGV[1]: reseller id; ARGV[2]: call id; ARGV[3]: clid id; ARGV[4]: group id;
   ARGV[5]: answer time (ms since the epoch);
   ARGV[6..23]: for levels c, g, r: rate id, connect, initblock, rateinitial, billingblock,
@@ -13,7 +15,8 @@
           {"HANGUP", answer_ms, reason}: a prepaid level or the deposit cannot pay the first
           block: the call is recorded as cut (nothing paid; its end settles the real price);
           {"ALREADY", due_ms}: the call was answered before (nothing changed);
-          {"ENDED", 0}: the call has ended already (nothing changed).
+          {"ENDED", 0}: the call has ended already, even if it was settled since (nothing
+          changed).
   Errors: ERR_BAD_ARGS, ERR_UNKNOWN_LEVEL <level>.
 ]]
 --- @include "price"
@@ -27,7 +30,9 @@ if not (reseller and call.clid and call.group and call.answer and call.lv and id
     or call.answer < 0 or call.answer > 1e14 then
   return redis.error_reply("ERR_BAD_ARGS answer")
 end
-if redis.call("HEXISTS", KEYS[4], id) == 1 then return {"ENDED", 0} end
+if redis.call("HEXISTS", KEYS[4], id) == 1 or redis.call("ZSCORE", KEYS[6], id) then
+  return {"ENDED", 0}
+end
 local existing = redis.call("HGET", KEYS[2], id)
 if existing then
   local old = unpackCall(existing)

@@ -5,13 +5,25 @@
   has everything it needs for the CDR). A second end changes nothing.
 
   KEYS[1]: balances hash; KEYS[2]: calls hash; KEYS[3]: due sorted set; KEYS[4]: ended hash;
-  KEYS[5]: meta hash (call id -> the listener's description of the call).
+  KEYS[5]: meta hash (call id -> the listener's description of the call);
+  KEYS[6]: done sorted set (call id -> end ms; trimmed here to the last ARGV[8] ms).
   ARGV[1]: reseller id; ARGV[2]: call id; ARGV[3]: hangup time (ms since the epoch);
   ARGV[4]: billsec (whole seconds from answer to hangup, rounded down, as Asterisk's CDR);
   ARGV[5]: optional meta text replacing the one given at answer (adds the hangup cause);
   ARGV[6]: optional short-call rule: answered calls of at most this many seconds cost the
-           customer nothing (0 or absent: every call is charged).
-  Returns {"OK", final_c, final_g, final_r} or {"ALREADY", final_c, final_g, final_r}.
+           customer nothing (0 or absent: every call is charged);
+  ARGV[7]: how far the billsec is to be believed at a prepaid level or a booth deposit
+           (postpaid and no-limit levels always pay the full price):
+           live (default): the end was seen while the system could cut: a level pays at
+             most down to its limit (deposit), never below: flag capped_at_limit;
+           estimated: the end was not seen, billsec is an upper bound: a level pays at
+             most what the call had paid already: flag capped_at_paid;
+           real: the call talked past its paid time while nobody could cut it (listener
+             down, CONTINUE failure policy): the full price, and flag over_limit when a
+             level ends over its limit (it then takes no new call: authorizeCall);
+  ARGV[8]: how long (ms) the done set remembers an ended call (default 3 days).
+  Returns {"OK", final_c, final_g, final_r} or {"ALREADY", final_c, final_g, final_r};
+          {"ENDED", 0, 0, 0}: the call ended and was settled before (nothing changed).
   Ended record (KEYS[4], field = call id): clid, group, answer_ms, end_ms, billsec, final_c,
   final_g, final_r, rate id c, rate id g, rate id r, status (1 = was cut).
   Errors: ERR_BAD_ARGS, ERR_BAD_TIME, ERR_UNKNOWN_CALL <id>, ERR_CORRUPT_CALL <id>,
@@ -25,6 +37,12 @@ local endMs, billsec = tonumber(ARGV[3]), tonumber(ARGV[4])
 if not (reseller and endMs and billsec) or billsec ~= math.floor(billsec) then
   return redis.error_reply("ERR_BAD_ARGS end")
 end
+local mode = ARGV[7] or ""
+if mode == "" then mode = "live" end
+local keepMs = tonumber(ARGV[8] or "") or 259200000
+if mode ~= "live" and mode ~= "estimated" and mode ~= "real" then
+  return redis.error_reply("ERR_BAD_ARGS end mode " .. mode)
+end
 local done = redis.call("HGET", KEYS[4], id)
 if done then
   local v = {}
@@ -32,7 +50,10 @@ if done then
   return {"ALREADY", v[6], v[7], v[8]}
 end
 local text = redis.call("HGET", KEYS[2], id)
-if not text then return redis.error_reply("ERR_UNKNOWN_CALL " .. id) end
+if not text then
+  if redis.call("ZSCORE", KEYS[6], id) then return {"ENDED", 0, 0, 0} end
+  return redis.error_reply("ERR_UNKNOWN_CALL " .. id)
+end
 local call = unpackCall(text)
 if call == nil then return redis.error_reply("ERR_CORRUPT_CALL " .. id) end
 -- Billsec counts whole seconds from answer to hangup: it cannot be negative, nor exceed the
@@ -50,6 +71,28 @@ for i = 1, 3 do
 end
 local shortCall = tonumber(ARGV[6] or "0") or 0
 if shortCall > 0 and billsec <= shortCall then finals[1] = 0 end
+-- What each prepaid level (and the booth deposit) may still be charged beyond what the call
+-- paid: nil = no bound (ARGV[7]).
+local flag = nil
+if mode ~= "real" then
+  for i = 1, 3 do
+    local l, f = call.lv[i], fieldsOf(ids[i])
+    local room = nil
+    if bal:get(f.type) == "prepaid" then room = bal:num(f.limit) - bal:num(f.used) end
+    local deposit = i == 1 and bal:get(f.deposit) or ""
+    if deposit ~= "" then
+      local left = tonumber(deposit) - bal:num(f.unbilled)
+      if room == nil or left < room then room = left end
+    end
+    if room ~= nil then
+      if mode == "estimated" or room < 0 then room = 0 end
+      if finals[i] > l.paid + room then
+        finals[i] = l.paid + room
+        flag = mode == "live" and "capped_at_limit" or "capped_at_paid"
+      end
+    end
+  end
+end
 for i = 1, 3 do
   local f = fieldsOf(ids[i])
   bal:add(f.used, finals[i] - call.lv[i].paid)
@@ -58,9 +101,17 @@ for i = 1, 3 do
   bal:add(f.tot_r, finals[3])
 end
 bal:add(fieldsOf(ids[1]).unbilled, finals[1] - call.lv[1].paid)
+if mode == "real" and overLimit(bal, ids) then flag = "over_limit" end
 bal:flush()
 redis.call("HDEL", KEYS[2], id)
 redis.call("ZREM", KEYS[3], id)
 redis.call("HSET", KEYS[4], id, endedRecord(call, endMs, billsec, finals))
-if ARGV[5] and ARGV[5] ~= "" then redis.call("HSET", KEYS[5], id, ARGV[5]) end
+local meta = ARGV[5] or ""
+if flag then
+  if meta == "" then meta = redis.call("HGET", KEYS[5], id) or "" end
+  meta = withFlag(meta, flag)
+end
+if meta ~= "" then redis.call("HSET", KEYS[5], id, meta) end
+redis.call("ZADD", KEYS[6], endMs, id)
+redis.call("ZREMRANGEBYSCORE", KEYS[6], "-inf", "(" .. string.format("%.0f", endMs - keepMs))
 return {"OK", finals[1], finals[2], finals[3]}
