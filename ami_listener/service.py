@@ -274,6 +274,12 @@ class Listener:
         self.barrier: int | None = None
         self.held: deque = deque()
         self._snapshot_task: asyncio.Task | None = None
+        # From a lost connection until the next snapshot is applied, cuts wait here: a call
+        # of the lost session is hung up only once Asterisk still lists it (after a restart
+        # the same Uniqueid-named Hangup would go to an Asterisk that never had the call),
+        # and a cut asked for while no Hangup could be sent is not lost.
+        self.cuts_held = False
+        self.held_cuts: dict[str, HangupRequest] = {}
 
     # -- AMI side ----------------------------------------------------------------------
     def _on_event(self, _manager, message) -> None:
@@ -290,6 +296,7 @@ class Listener:
         the next snapshot no longer lists. A snapshot still being read is dropped (the
         events held behind it are released in order)."""
         self._queue_item(LOST)
+        self.cuts_held = True
         if self._snapshot_task is not None and not self._snapshot_task.done():
             self._snapshot_task.cancel()
             self._queue_item(RESYNC, failed=True)
@@ -448,6 +455,9 @@ class Listener:
     async def hang_up(self, request: HangupRequest) -> None:
         """Ask Asterisk to hang up the request's call, by its Uniqueid, without waiting for
         the answer: the boundary scheduler and the event consumer go on at once."""
+        if self.cuts_held:  # between a lost connection and the next resync (_release_cuts)
+            self.held_cuts[request.call_id] = request
+            return
         self.hangups.append(request)
         target = channel_of(request)
         log.warning(
@@ -545,6 +555,7 @@ class Listener:
             if name == RESYNC:
                 if not event.get("failed"):
                     await self._resync(event["channels"], event["answers"], received_us)
+                await self._release_cuts()
                 return
             if name == LOST:
                 steps = self.tracker.lost(received_us)
@@ -573,6 +584,17 @@ class Listener:
             if isinstance(step, Answered):
                 self.wake.set()
             if request is not None and step.call.ended_us is None:  # gone calls: no cut
+                await self.hang_up(request)
+
+    async def _release_cuts(self) -> None:
+        """After a snapshot (or a failed one, once logged in again): the held cuts of calls
+        still followed are sent; those of calls that ended meanwhile are dropped."""
+        if not getattr(self.manager, "ready", True):
+            return  # the snapshot of a lost session: hold on until the next one
+        self.cuts_held = False
+        held, self.held_cuts = self.held_cuts, {}
+        for request in held.values():
+            if request.call_id in self.tracker.calls:
                 await self.hang_up(request)
 
     async def flush_ended(self) -> None:

@@ -287,3 +287,56 @@ def test_a_refused_channel_list_holds_no_event_back(rig, key_prefix, monkeypatch
 
     [record] = ended_records(rig).values()
     assert record[4] == 1 and listener.resyncs == 0 and not listener.held
+
+
+def test_a_cut_due_while_asterisk_was_unreachable_is_sent_after_the_resync(
+    rig,  # noqa: F811
+    key_prefix,
+):
+    """A prepaid call (2 one-second blocks) whose cut falls while the AMI connection is
+    down: the Hangup cannot be sent then. It is held, and sent once the next snapshot shows
+    the call still up (the old listener dropped it: not resent, and the call, already
+    marked cut in Redis, talked on uncut until its own end)."""
+    from tests.test_cli import free_port
+
+    rig.book.replace([BookRow("customer", "00", 0, 0, 0, PER_SECOND)])
+    rig.engine.provision(
+        Payer(1, 10, 8001), payer_key="8001", limits={"clid": ("prepaid", 2_000_000)}
+    )
+    plan = pbx_sim.CallPlan("8001", "00493012345678", ring=0.2, talk=12)
+    port = free_port()
+
+    async def scenario():
+        server = pbx_sim.AmiServer("billing", "s3cret")
+        await server.start("127.0.0.1", port)
+        settings = settings_for(port, key_prefix)
+        listener = Listener(settings, Biller(rig.engine, rig.book, settings))
+        task = asyncio.create_task(listener.run())
+        generator = pbx_sim.Generator(server)
+        try:
+            await asyncio.wait_for(listener.logged_in.wait(), 10)
+            call = asyncio.create_task(generator.call(plan))
+            await asyncio.sleep(1.2)  # answered at 0.2; paid until 2.2 (cut due at ~1.7)
+            listener.logged_in.clear()
+            server.drop_sessions()
+            await server.close()
+            await asyncio.sleep(1.5)  # the cut falls in here
+            await server.start("127.0.0.1", port)
+            await asyncio.wait_for(listener.logged_in.wait(), 15)
+            await asyncio.wait_for(call, 5)  # hung up by the listener, not at 12 s
+            await asyncio.sleep(1.5)
+            await listener.queue.join()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            listener.close()
+            await server.close()
+        return listener, generator
+
+    listener, generator = asyncio.run(scenario())
+
+    assert [how for _, how in generator.ended] == ["hangup-action"]
+    assert [h.reason for h in listener.hangups] == ["NO_CREDIT_CLID"]
+    [record] = ended_records(rig).values()
+    assert 2 <= record[4] < 12
