@@ -456,8 +456,9 @@ class Listener:
         """Ask Asterisk to hang up the request's call, by its Uniqueid, without waiting for
         the answer: the boundary scheduler and the event consumer go on at once."""
         if self.cuts_held:  # between a lost connection and the next resync (_release_cuts)
-            self.held_cuts[request.call_id] = request
-            return
+            self.held_cuts[request.call_id] = request  # asked for again if still up then
+            if getattr(self.manager, "ready", False):
+                return  # logged in again: only once the snapshot shows the call still up
         self.hangups.append(request)
         target = channel_of(request)
         log.warning(
