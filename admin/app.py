@@ -16,7 +16,8 @@ from flask_admin.theme import Bootstrap4Theme
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
-from admin import auth, credit_page, portal, rate_import, views
+from admin import auth, credit_page, dead_letters, password_page, portal, rate_import, views
+from admin.credit_operations_view import CreditOperationView
 from admin.extensions import babel, csrf, db
 from lua.credit import CreditEngine
 from lua.keys import Keys
@@ -24,7 +25,7 @@ from ops import redis_server
 from ops.errors import ServiceUnavailable
 from ops.settings import Settings
 from rating.book import RedisRateBook
-from schema import migrate
+from schema import CreditOperation, migrate
 from schema.db import check_database, make_engine
 
 LANGUAGES = {"en": "en", "zh": "zh_Hans_CN"}
@@ -40,8 +41,10 @@ def create_app(settings: Settings) -> Flask:
         PERMANENT_SESSION_LIFETIME=timedelta(hours=8),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
+        REMEMBER_COOKIE_SECURE=settings.secure_cookies,
         WTF_CSRF_TIME_LIMIT=8 * 3600,
-        MAX_CONTENT_LENGTH=32 * 1024 * 1024,  # rate decks
+        MAX_CONTENT_LENGTH=settings.import_max_bytes + 1024 * 1024,  # a rate deck and its form
         ASTERBILL_KEY_PREFIX=settings.key_prefix,
         ASTERBILL_DISPLAY_DECIMALS=settings.display_decimals,
         ASTERBILL_PIN_DIGITS=settings.pin_digits,
@@ -49,6 +52,8 @@ def create_app(settings: Settings) -> Flask:
         ASTERBILL_UPLOADS=str(settings.data_dir / "uploads"),
         ASTERBILL_LOGOS=str(settings.data_dir / "logos"),
         ASTERBILL_BACKGROUND_IMPORT_BYTES=1024 * 1024,  # larger decks: a worker imports them
+        ASTERBILL_IMPORT_MAX_BYTES=settings.import_max_bytes,
+        ASTERBILL_IMPORT_MAX_ROWS=settings.import_max_rows,
     )
     client = redis_server.connect(settings.redis_url, socket_timeout=2)
     keys = Keys(settings.key_prefix)
@@ -56,6 +61,11 @@ def create_app(settings: Settings) -> Flask:
     app.extensions["asterbill_credit"] = CreditEngine(client, keys)
     app.extensions["asterbill_book"] = RedisRateBook(client, keys)
 
+    if settings.trusted_proxies:  # the client's address and scheme as the proxies saw them
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
     for folder in ("ASTERBILL_UPLOADS", "ASTERBILL_LOGOS"):
         Path(app.config[folder]).mkdir(parents=True, exist_ok=True)
     db.init_app(app)
@@ -72,7 +82,14 @@ def create_app(settings: Settings) -> Flask:
         index_view=views.Home(url="/admin"),
     )
     views.register(back_office)
+    dead_letters.register(back_office)  # issue 12: calls settlement could not write
     back_office.add_view(credit_page.CreditPage(name="Credit", endpoint="credit"))
+    back_office.add_view(password_page.PasswordPage(name=_l("Password"), endpoint="password"))
+    back_office.add_view(  # every operation, lock to deposit, with who and when
+        CreditOperationView(
+            CreditOperation, db, name=_l("Credit operations"), endpoint="credit_operations"
+        )
+    )
     back_office.add_view(
         rate_import.RateImportPage(
             name=_l("Import / export"), endpoint="rate_import", category=_l("Rates")
@@ -129,6 +146,10 @@ def create_app(settings: Settings) -> Flask:
 def _locale() -> str:
     """The user's language (accounts choose theirs), else the browser's, else English."""
     language = getattr(current_user, "language", None) if current_user else None
+    if getattr(current_user, "role", None) == "clid":  # a booth user: its portal choice
+        from flask import session
+
+        language = session.get("portal_language")
     if language in LANGUAGES:
         return LANGUAGES[language]
     best = request.accept_languages.best_match(list(LANGUAGES))

@@ -8,17 +8,20 @@ double submit (or a reload of the confirmation) applies the operation once.
 
 from __future__ import annotations
 
+import re
 import uuid
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from flask import abort, current_app, flash, redirect, request, url_for
 from flask_admin import BaseView, expose
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, SelectField, StringField
 from wtforms.validators import DataRequired, Length, Optional
 
-from admin import scope
+from admin import display, scope
 from admin.extensions import db
 from ops.errors import InvalidInput
 from schema import AccountGroup, Clid, Reseller
@@ -26,15 +29,18 @@ from workers.credit_ops import CreditRequest, perform, validate
 
 MODELS = {"clid": Clid, "group": AccountGroup, "reseller": Reseller}
 KINDS = {
-    "charge": "Charge (money received)",
-    "refund": "Refund (money paid back)",
-    "set_limit": "Set credit limit",
-    "set_limit_type": "Set limit type",
-    "lock": "Lock",
-    "unlock": "Unlock",
-    "set_deposit": "Set booth deposit (empty: none)",
+    "charge": _l("Charge (money received)"),
+    "refund": _l("Refund (money paid back)"),
+    "set_limit": _l("Set credit limit"),
+    "set_limit_type": _l("Set limit type"),
+    "lock": _l("Lock"),
+    "unlock": _l("Unlock"),
+    "set_deposit": _l("Set booth deposit (empty: none)"),
 }
 CLID_ONLY = ("lock", "unlock", "set_deposit")
+# The counter's work: take cash, lock and unlock a booth, set its deposit. No refunds, no limits.
+OPERATOR_KINDS = ("charge", "lock", "unlock", "set_deposit")
+AMOUNT = re.compile(r"(-?)([0-9]+(?:\.[0-9]*)?|\.[0-9]+)")  # ASCII digits only
 
 
 class CreditForm(FlaskForm):
@@ -56,7 +62,38 @@ def may_operate(user, level: str, row) -> bool:
         return level in ("group", "clid") and scope.writable(row, user)
     if user.role == "groupadmin":
         return level == "clid" and scope.writable(row, user)
+    if user.role == "operator":  # its own shop's booths (OPERATOR_KINDS only)
+        return level == "clid" and row.group_id == user.group_id
     return False
+
+
+def kinds_for(user, level: str) -> list[tuple[str, str]]:
+    """The operations a role may choose on a level (the form refuses any other)."""
+    allowed = OPERATOR_KINDS if user.role == "operator" else tuple(KINDS)
+    return [(k, KINDS[k]) for k in allowed if level == "clid" or k not in CLID_ONLY]
+
+
+def parse_amount(text: str) -> Decimal:
+    """An amount typed by a person, or InvalidInput with a message for a person."""
+    match = AMOUNT.fullmatch(text)
+    if match is None:
+        raise InvalidInput(_("Enter an amount such as 12.50 (digits 0-9 and a decimal point)."))
+    if match.group(1):
+        raise InvalidInput(_("The amount may not be negative."))
+    value = Decimal(match.group(2))
+    if value != value.quantize(Decimal("0.000001")):
+        raise InvalidInput(_("An amount has at most 6 decimals."))
+    return value
+
+
+def summary(row) -> dict[str, str]:
+    """A level's credit as people read it: limit, used and available, to the display decimals."""
+    return {
+        "limit": display.money_text(row.creditlimit),
+        "used": display.money_text(row.curcredit),
+        "available": display.money_text(display.available(row)),
+        "currency": current_app.config["ASTERBILL_CURRENCY"],
+    }
 
 
 class CreditPage(BaseView):
@@ -65,6 +102,7 @@ class CreditPage(BaseView):
             "admin",
             "reseller",
             "groupadmin",
+            "operator",
         )
 
     def inaccessible_callback(self, name, **kwargs):
@@ -92,30 +130,41 @@ class CreditPage(BaseView):
         if not may_operate(current_user, level, row):
             abort(403)
         form = CreditForm()
+        form.kind.choices = kinds_for(current_user, level)
+        choices = [k for k, _label in form.kind.choices]
+        page = {"row": row, "level": level, "credit": summary(row), "kinds": KINDS}
+        page["show_limit_type"] = "set_limit_type" in choices
         if request.method == "GET":
             form.op_id.data = uuid.uuid4().hex
         if not form.validate_on_submit():
-            return self.render("credit.html", form=form, row=row, level=level, step="edit")
+            return self.render("credit.html", form=form, step="edit", **page)
         request_ = self._request(form, level, target_id)
         if request_ is None:
-            return self.render("credit.html", form=form, row=row, level=level, step="edit")
+            return self.render("credit.html", form=form, step="edit", **page)
         if form.confirmed.data != "yes":
             form.confirmed.data = "yes"
-            return self.render(
-                "credit.html", form=form, row=row, level=level, step="confirm", op=request_
-            )
+            return self.render("credit.html", form=form, step="confirm", op=request_, **page)
         try:
             result = perform(_factory(), _credit(), request_)
         except InvalidInput as exc:
             flash(str(exc), "error")
-            return self.render("credit.html", form=form, row=row, level=level, step="edit")
+            return self.render("credit.html", form=form, step="edit", **page)
         if result.replayed:
-            flash("This operation was already done; nothing changed.", "info")
+            flash(_("This operation was already done; nothing changed."), "info")
         else:
+            db.session.rollback()  # a new snapshot: the credit service committed in its own
+            db.session.refresh(row)
             flash(
-                f"{KINDS[request_.kind]}: done. Credit used {result.curcredit_before} -> "
-                f"{result.curcredit_after}"
-                + ("" if result.applied else " (the live balance follows within seconds)"),
+                _(
+                    "%(operation)s: done. Credit used %(before)s -> %(after)s, "
+                    "available %(available)s %(currency)s.",
+                    operation=KINDS[request_.kind],
+                    before=display.money_text(result.curcredit_before),
+                    after=display.money_text(result.curcredit_after),
+                    available=display.money_text(display.available(row)),
+                    currency=current_app.config["ASTERBILL_CURRENCY"],
+                )
+                + ("" if result.applied else " " + _("The live balance follows within seconds.")),
                 "success",
             )
         back = {"clid": "clids", "group": "groups", "reseller": "resellers"}[level]
@@ -124,15 +173,15 @@ class CreditPage(BaseView):
     def _request(self, form: CreditForm, level: str, target_id: int) -> CreditRequest | None:
         kind = form.kind.data
         if kind in CLID_ONLY and level != "clid":
-            form.kind.errors = [*form.kind.errors, "only for booths"]
+            form.kind.errors = [*form.kind.errors, _("Only for booths.")]
             return None
         amount = None
         text = (form.amount.data or "").strip()
         if kind in ("charge", "refund", "set_limit") or (kind == "set_deposit" and text):
             try:
-                amount = Decimal(text)
-            except InvalidOperation:
-                form.amount.errors = [*form.amount.errors, "not an amount"]
+                amount = parse_amount(text)  # ASCII digits only (not "٣")
+            except InvalidInput as exc:
+                form.amount.errors = [*form.amount.errors, str(exc)]
                 return None
         request_ = CreditRequest(
             kind,

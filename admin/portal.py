@@ -44,3 +44,20 @@ def home():
         money=money,
         currency=current_app.config["ASTERBILL_CURRENCY"],
     )
+
+
+@bp.post("/language")
+@login_required
+def language():
+    """A booth user's language, kept for its session (booths have no account row to hold it);
+    the portal follows it before the browser's."""
+    from flask import redirect, request, session, url_for
+
+    from admin.accounts import LANGUAGES
+
+    if current_user.role != "clid":
+        abort(403)
+    chosen = request.form.get("language", "en")
+    if chosen in LANGUAGES:
+        session["portal_language"] = chosen
+    return redirect(url_for("portal.home"))

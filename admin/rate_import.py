@@ -18,6 +18,8 @@ from pathlib import Path
 
 from flask import Response, abort, current_app, flash, redirect, request, url_for
 from flask_admin import BaseView, expose
+from flask_babel import gettext
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileAllowed, FileField
@@ -39,23 +41,28 @@ TABLES_OF_ROLE = {
 }
 PREVIEW_ROWS = 10
 UPLOAD_TTL_S = 3600
+MAX_ROWS = "ASTERBILL_IMPORT_MAX_ROWS"
 
 
 class ImportForm(FlaskForm):
-    table = SelectField("Table")
-    reseller = SelectField("Reseller", coerce=int)
-    group = SelectField("Shop", coerce=int)
-    file = FileField("Rate file", validators=[FileAllowed(["csv", "txt", "xls", "xlsx"])])
+    table = SelectField(_l("Table"))
+    reseller = SelectField(_l("Reseller"), coerce=int)
+    group = SelectField(_l("Shop"), coerce=int)
+    file = FileField(_l("Rate file"), validators=[FileAllowed(["csv", "txt", "xls", "xlsx"])])
     upload = HiddenField()
-    replace = BooleanField("Update rates that exist already")
-    prefix = StringField("Delete: dial prefix starts with", validators=[Optional(), Length(max=32)])
+    replace = BooleanField(_l("Update rates that exist already"))
+    prefix = StringField(
+        _l("Delete: dial prefix starts with"), validators=[Optional(), Length(max=32)]
+    )
 
 
 for _field in ratefiles.FIELDS:  # one mapping box per rate field
     setattr(
         ImportForm,
         f"map_{_field}",
-        StringField(f"Column for {_field}", validators=[Optional(), Length(max=40)]),
+        StringField(
+            _l("Column for %(field)s", field=_field), validators=[Optional(), Length(max=40)]
+        ),
     )
 
 
@@ -144,6 +151,10 @@ class RateImportPage(BaseView):
                 mapping = self._mapping(form)
                 if step == "import":
                     return self._import(path, mapping, target, form.replace.data)
+                if self._large(path):  # parsed by a worker, not in this request
+                    return self._import_in_background(
+                        path, mapping, target, form.replace.data, dry_run=True
+                    )
                 context.update(self._dry_run(path, mapping, target, form.replace.data))
                 form.upload.data = path.name
             except InvalidInput as exc:
@@ -160,6 +171,12 @@ class RateImportPage(BaseView):
             suffix = Path(form.file.data.filename or "").suffix.lower()
             path = folder / f"{secrets.token_hex(16)}{suffix}"
             form.file.data.save(path)
+            limit = current_app.config["ASTERBILL_IMPORT_MAX_BYTES"]
+            if path.stat().st_size > limit:
+                path.unlink(missing_ok=True)
+                raise InvalidInput(
+                    f"the file is larger than {limit // 1024} KB (ASTERBILL_IMPORT_MAX_BYTES)"
+                )
             return path
         token = form.upload.data or ""
         path = folder / token
@@ -187,7 +204,11 @@ class RateImportPage(BaseView):
         return f"{prefix}:import-mapping:{current_user.account_id}"
 
     def _rows(self, path: Path, mapping: dict[str, str]):
-        return ratefiles.mapped_rows(ratefiles.read_cells(path), mapping)
+        max_rows = current_app.config[MAX_ROWS]
+        return ratefiles.mapped_rows(ratefiles.read_cells(path, max_rows=max_rows), mapping)
+
+    def _large(self, path: Path) -> bool:
+        return path.stat().st_size > current_app.config["ASTERBILL_BACKGROUND_IMPORT_BYTES"]
 
     def _dry_run(self, path: Path, mapping, target: Target, replace: bool) -> dict:
         preview = []
@@ -198,13 +219,18 @@ class RateImportPage(BaseView):
         session = db.session
         try:
             report = import_rates(session, target, self._rows(path, mapping), replace=replace)
-            summary = f"Dry run: {report.inserted} new and {report.updated} updated rate(s)."
+            summary = gettext(
+                "Dry run: %(new)d new and %(updated)d updated rate(s), from %(read)d row(s) read.",
+                new=report.inserted,
+                updated=report.updated,
+                read=report.read,
+            )
         finally:
             session.rollback()  # a dry run writes nothing
         return {"preview": preview, "summary": summary, "fields": ratefiles.FIELDS}
 
     def _import(self, path: Path, mapping, target: Target, replace: bool):
-        if path.stat().st_size > current_app.config["ASTERBILL_BACKGROUND_IMPORT_BYTES"]:
+        if self._large(path):
             return self._import_in_background(path, mapping, target, replace)
         session = db.session
         try:
@@ -216,15 +242,23 @@ class RateImportPage(BaseView):
         sync_scope(session, current_app.extensions["asterbill_book"], target)
         path.unlink(missing_ok=True)
         flash(
-            f"Imported into {target.table} rates: {report.inserted} new, {report.updated} "
-            "updated; live at once.",
+            gettext(
+                "Imported into %(table)s rates: %(new)d new, %(updated)d updated, "
+                "from %(read)d row(s) read; live at once.",
+                table=gettext(target.table),
+                new=report.inserted,
+                updated=report.updated,
+                read=report.read,
+            ),
             "success",
         )
         return redirect(url_for(f"{target.table}_rates.index_view"))
 
-    def _import_in_background(self, path: Path, mapping, target: Target, replace: bool):
-        """A large deck is imported by a worker (the same service, all or nothing); the page
-        shows how far it got."""
+    def _import_in_background(
+        self, path: Path, mapping, target: Target, replace: bool, dry_run: bool = False
+    ):
+        """A large deck is previewed and imported by a worker (the same service, all or
+        nothing); the page shows how far it got, and after a dry run offers the import."""
         from workers.jobs import import_queue, import_rate_deck
 
         queue = import_queue(
@@ -233,11 +267,26 @@ class RateImportPage(BaseView):
         job = queue.enqueue_call(
             import_rate_deck,
             args=(str(path), mapping, target.table, target.reseller_id, target.group_id, replace),
+            kwargs={"dry_run": dry_run, "max_rows": current_app.config[MAX_ROWS]},
             timeout=1800,
             result_ttl=24 * 3600,
             failure_ttl=7 * 24 * 3600,
-            meta={"account_id": current_user.account_id, "table": target.table, "read": 0},
-            description=f"import {path.name} into {target.table} rates",
+            meta={
+                "account_id": current_user.account_id,
+                "table": target.table,
+                "read": 0,
+                # what the import step posts again after a dry run (the same form)
+                "form": {
+                    "table": target.table,
+                    "reseller": target.reseller_id,
+                    "group": target.group_id,
+                    "upload": path.name,
+                    "replace": "y" if replace else "",
+                    **{f"map_{f}": c for f, c in mapping.items()},
+                },
+            },
+            description=f"{'dry run of' if dry_run else 'import'} {path.name} "
+            f"into {target.table} rates",
         )
         return redirect(url_for(".job", job_id=job.id))
 
@@ -254,7 +303,14 @@ class RateImportPage(BaseView):
             abort(404)  # another user's import
         status = job.get_status()
         result = job.return_value() if status == "finished" else None
-        return self.render("rate_import_job.html", job=job, status=status, result=result)
+        return self.render(
+            "rate_import_job.html",
+            job=job,
+            status=status,
+            result=result,
+            fields=ratefiles.FIELDS,
+            import_form=FlaskForm(),  # its CSRF token, for "Import all" after a dry run
+        )
 
     def _delete(self, form: ImportForm, target: Target):
         if request.form.get("confirmed") != "yes":
@@ -282,7 +338,12 @@ class RateImportPage(BaseView):
             return redirect(url_for(".index"))
         for scope_ in touched:
             sync_scope(session, current_app.extensions["asterbill_book"], scope_)
-        flash(f"Deleted {count} {target.table} rate(s).", "success")
+        flash(
+            gettext(
+                "Deleted %(count)d %(table)s rate(s).", count=count, table=gettext(target.table)
+            ),
+            "success",
+        )
         return redirect(url_for(".index"))
 
     @expose("/export")

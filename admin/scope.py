@@ -23,12 +23,13 @@ from schema import (
     ResellerRate,
 )
 
-# Which role may open which view at all (operators: no configuration).
+# Which role may open which view at all (operators: no configuration; they see their shop's
+# booths read-only, for the counter operations; a reseller sees its own account read-only).
 VIEWS = {
     "accounts": {"admin", "reseller", "groupadmin"},
-    "resellers": {"admin"},
+    "resellers": {"admin", "reseller"},
     "groups": {"admin", "reseller", "groupadmin"},
-    "clids": {"admin", "reseller", "groupadmin"},
+    "clids": {"admin", "reseller", "groupadmin", "operator"},
     "customer_rates": {"admin", "reseller", "groupadmin", "operator"},
     "callshop_rates": {"admin", "reseller", "groupadmin"},
     "reseller_rates": {"admin", "reseller"},

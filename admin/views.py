@@ -15,7 +15,6 @@ from flask import abort, current_app, redirect, request, url_for
 from flask_admin import AdminIndexView, expose
 from flask_admin.contrib.sqla import ModelView
 from flask_admin.form import FileUploadField
-from flask_admin.model.template import LinkRowAction
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
@@ -24,11 +23,24 @@ from sqlalchemy import inspect, select
 from wtforms import PasswordField, SelectField
 from wtforms.validators import Optional, ValidationError
 
-from admin import scope
+from admin import rate_form, scope
+from admin.accounts import LANGUAGES
+from admin.ascii_numbers import AsciiNumbers
+from admin.columns import RoleColumns
 from admin.extensions import db
+from admin.i18n_labels import TranslatedLabels
+from admin.list_args import ClampedPaging, SafeCsvExport
+from admin.view_parts import (
+    PlainMessages,
+    RowIcons,
+    WithAvailable,
+    available,
+    credit_action,
+    exact,
+)
+from ops.errors import InvalidInput
 from rating import ratefiles
 from rating.money import format_micros, stored_micros
-from rating.store import Target, sync_scope
 from schema import (
     Account,
     AccountGroup,
@@ -52,6 +64,10 @@ def money(view, context, model, name):
     return format_micros(stored_micros(value), decimals)
 
 
+# Lifetime totals of the three prices of a level's calls (which of them a role sees: columns.py)
+TOTALS = dict.fromkeys(("credit_clid", "credit_group", "credit_reseller"), money)
+
+
 class Home(AdminIndexView):
     def is_accessible(self) -> bool:
         return current_user.is_authenticated and current_user.role != "clid"
@@ -64,7 +80,7 @@ class Home(AdminIndexView):
         return self.render("home.html", user=current_user)
 
 
-class SecureForm(FlaskForm):
+class SecureForm(AsciiNumbers, FlaskForm):
     """Flask-WTF's form (a CSRF token that CSRFProtect checks) that also remembers the row it
     edits, as Flask-Admin's own BaseForm does (its unique-value check needs it)."""
 
@@ -76,7 +92,9 @@ class SecureForm(FlaskForm):
             super().__init__(formdata=formdata, obj=obj, prefix=prefix, **kwargs)
 
 
-class ScopedView(ModelView):
+class ScopedView(
+    TranslatedLabels, ClampedPaging, SafeCsvExport, RoleColumns, RowIcons, PlainMessages, ModelView
+):
     """A model view whose rows, forms and actions follow `admin.scope` for the user."""
 
     view_key = ""  # key of admin.scope.VIEWS
@@ -157,8 +175,11 @@ class AccountView(ScopedView):
     column_searchable_list = ("username",)
     form_columns = ("username", "role", "group", "reseller", "language", "active")
     form_extra_fields = {"new_password": PasswordField("Password", validators=[Optional()])}
-    form_overrides = {"role": SelectField}
-    form_args = {"group": {"query_factory": group_choices, "allow_blank": True}}
+    form_overrides = {"role": SelectField, "language": SelectField}
+    form_args = {
+        "group": {"query_factory": group_choices, "allow_blank": True},
+        "language": {"choices": list(LANGUAGES.items())},
+    }
     column_labels = {"new_password": "Password (leave empty to keep)"}
 
     def create_form(self, obj=None):
@@ -177,8 +198,14 @@ class AccountView(ScopedView):
             del form.reseller
 
     def fill_scope(self, model, is_created) -> None:
-        from admin.accounts import set_password
+        from admin.accounts import check_language, check_username, set_password
 
+        try:  # one rule for every way an account is made (admin/accounts.py)
+            if is_created or inspect(model).attrs.username.history.has_changes():
+                check_username(model.username)
+            check_language(model.language)
+        except InvalidInput as exc:
+            raise ValidationError(str(exc)) from None
         if model.role not in scope.CREATES_ROLES.get(current_user.role, ()):
             raise ValidationError(f"you may not make {model.role} accounts")
         if form_password := request.form.get("new_password"):
@@ -199,17 +226,30 @@ class AccountView(ScopedView):
             model.reseller = model.group.reseller
 
 
-class ResellerView(ScopedView):
+class ResellerView(WithAvailable, ScopedView):
     view_key = "resellers"
-    column_list = ("name", "limit_type", "creditlimit", "curcredit", "multiple", "allow_callback")
-    column_formatters = {"creditlimit": money, "curcredit": money}
+    column_list = (
+        "name",
+        "limit_type",
+        "creditlimit",
+        "curcredit",
+        "available",
+        "multiple",
+        "allow_callback",
+    )
+    column_formatters = {
+        "creditlimit": money,
+        "curcredit": money,
+        "available": available,
+        **TOTALS,
+    }
     form_columns = ("name", "accountcode", "multiple", "allow_callback")
 
     def after_model_change(self, form, model, is_created):
         for group in model.groups:  # the multiple reaches every booth's billing at once
             _provision_group(group)
 
-    column_extra_row_actions = [LinkRowAction("fa fa-money", "/admin/credit/reseller/{row_id}")]
+    column_extra_row_actions = [credit_action("reseller")]
 
 
 LOGO_MAX_BYTES = 512 * 1024
@@ -240,9 +280,9 @@ def logo_name(model, file_data) -> str:
     return f"{secrets.token_hex(12)}.{extension}"
 
 
-class GroupView(ScopedView):
+class GroupView(WithAvailable, ScopedView):
     view_key = "groups"
-    column_extra_row_actions = [LinkRowAction("fa fa-money", "/admin/credit/group/{row_id}")]
+    column_extra_row_actions = [credit_action("group")]
     column_list = (
         "name",
         "title",
@@ -250,11 +290,17 @@ class GroupView(ScopedView):
         "limit_type",
         "creditlimit",
         "curcredit",
+        "available",
         "customer_multiple",
         "group_multiple",
         "allow_callback",
     )
-    column_formatters = {"creditlimit": money, "curcredit": money}
+    column_formatters = {
+        "creditlimit": money,
+        "curcredit": money,
+        "available": available,
+        **TOTALS,
+    }
     column_searchable_list = ("name", "title")
     form_columns = (
         "name",
@@ -289,6 +335,7 @@ class GroupView(ScopedView):
             # what the shop pays its reseller is the reseller's to set, not the shop's
             del form.group_multiple
             del form.accountcode
+            del form.allow_callback  # callback is the admin's or the reseller's to allow
         return form
 
     form_args = {
@@ -308,9 +355,9 @@ class GroupView(ScopedView):
         _provision_group(model)
 
 
-class ClidView(ScopedView):
+class ClidView(WithAvailable, ScopedView):
     view_key = "clids"
-    column_extra_row_actions = [LinkRowAction("fa fa-money", "/admin/credit/clid/{row_id}")]
+    column_extra_row_actions = [credit_action("clid")]
     column_list = (
         "clid",
         "display",
@@ -319,6 +366,7 @@ class ClidView(ScopedView):
         "limit_type",
         "creditlimit",
         "curcredit",
+        "available",
         "deposit",
         "locked",
         "shown",
@@ -326,6 +374,8 @@ class ClidView(ScopedView):
     column_formatters = {
         "creditlimit": money,
         "curcredit": money,
+        "available": available,
+        **TOTALS,
         "deposit": money,
         "display": lambda v, c, m, n: escape(m.display),
     }
@@ -343,6 +393,7 @@ class ClidView(ScopedView):
         model.asterbill_old_number = old_number[0] if old_number else None
         if model.group is None:
             raise ValidationError("a clid needs a group")
+        model.asterbill_moved_from = _reseller_before_move(model)
         model.group_id = model.group.id
         if is_created and not model.pin:
             with db.session.no_autoflush:  # the new row may not be flushed without its PIN
@@ -352,10 +403,36 @@ class ClidView(ScopedView):
         old = getattr(model, "asterbill_old_number", None)
         if old and old != model.clid:
             current_app.extensions["asterbill_credit"].forget_payer(old)
+        moved_from = getattr(model, "asterbill_moved_from", None)
+        if moved_from is not None:  # its balances, unbilled calls and totals go with it
+            from workers.booth_move import move_live_state
+
+            credit = current_app.extensions["asterbill_credit"]
+            move_live_state(credit, model.id, moved_from, model.group.reseller_id)
         _provision_clid(model)
 
     def after_model_delete(self, model):
         current_app.extensions["asterbill_credit"].forget_payer(model.clid)
+
+
+def _reseller_before_move(clid: Clid) -> int | None:
+    """The reseller a booth leaves when its new shop belongs to another one (None: no such
+    move); refused while it has calls running or not yet settled (workers/booth_move.py)."""
+    from workers.booth_move import check_move
+
+    # group_id still holds the shop it leaves: the relationship reaches it at the flush
+    if clid.id is None or not clid.group_id or clid.group_id == clid.group.id:
+        return None
+    with db.session.no_autoflush:
+        old = db.session.get(AccountGroup, clid.group_id).reseller_id
+    new = clid.group.reseller_id
+    if old == new:
+        return None
+    try:
+        check_move(current_app.extensions["asterbill_credit"], clid.id, old, new)
+    except InvalidInput as exc:
+        raise ValidationError(str(exc)) from None
+    return old
 
 
 def new_pin(digits: int) -> str:
@@ -372,15 +449,14 @@ RATE_COLUMNS = (*ratefiles.FIELDS, "reseller_id", "group_id")  # a rate row and 
 class RateView(ScopedView):
     table = ""
     column_list = form_columns = RATE_COLUMNS
-    column_formatters = {"connectcharge": money, "rateinitial": money}
+    column_formatters = {"connectcharge": exact, "rateinitial": exact}
     column_searchable_list = ("dialprefix", "destination")
     column_filters = ("reseller_id", "group_id", "dialprefix")
+    form_overrides = rate_form.TEXT_FIELDS
 
     def fill_scope(self, model, is_created) -> None:
-        # the scope the row had before this change: its old book must lose it in Redis
-        state = inspect(model)
-        old = [state.attrs[c].history.deleted for c in self._scope_columns()]
-        model.asterbill_old_scope = tuple(o[0] if o else None for o in old)
+        # where the row was before this change: that Redis field must lose it
+        model.asterbill_old_key = rate_form.old_key(self.table, model)
         if current_user.role == "reseller":
             model.reseller_id = current_user.reseller_id
             if getattr(model, "group_id", 0):
@@ -389,29 +465,19 @@ class RateView(ScopedView):
                     raise ValidationError("that group is not yours")
         elif current_user.role == "groupadmin":
             model.reseller_id, model.group_id = current_user.reseller_id, current_user.group_id
-
-    def _scope_columns(self) -> tuple[str, ...]:
-        return ("reseller_id", "group_id") if self.table != "reseller" else ("reseller_id",)
-
-    def _scope_of(self, model) -> tuple[int, ...]:
-        return tuple(getattr(model, c) or 0 for c in self._scope_columns())
+        rate_form.validate_rate(self.table, model)
 
     def after_model_change(self, form, model, is_created):
-        self._sync(self._scope_of(model))
-        old = getattr(model, "asterbill_old_scope", ())
-        if any(v is not None for v in old):
-            merged = tuple(
-                o if o is not None else n for o, n in zip(old, self._scope_of(model), strict=True)
-            )
-            if merged != self._scope_of(model):
-                self._sync(merged)
+        # one row changed: just its field(s) in Redis, never a rebuild of the whole scope
+        old = getattr(model, "asterbill_old_key", None)
+        rate_form.push_to_redis([rate_form.new_key(self.table, model), *([old] if old else [])])
+
+    def on_model_delete(self, model):
+        super().on_model_delete(model)
+        model.asterbill_old_key = rate_form.new_key(self.table, model)
 
     def after_model_delete(self, model):
-        self._sync(self._scope_of(model))
-
-    def _sync(self, where: tuple[int, ...]) -> None:
-        target = Target(self.table, where[0], where[1] if len(where) > 1 else 0)
-        sync_scope(db.session, current_app.extensions["asterbill_book"], target)
+        rate_form.push_to_redis([model.asterbill_old_key])
 
 
 class CustomerRateView(RateView):
@@ -467,16 +533,9 @@ class CdrView(ScopedView):
     )
     column_formatters = dict.fromkeys(PRICES, price)
     column_formatters_export = dict.fromkeys(PRICES, price)
+    # Which prices (and rate rows) a role sees: admin.columns, for lists, details, sorting,
+    # filters, search and export alike (the formatters blank them as well).
     column_details_list = [c.key for c in Cdr.__table__.columns]
-
-    def render(self, template, **kwargs):
-        # The columns are shared by every request; which prices show is per user, so they
-        # are filtered here, per render (and blanked by the formatters as well).
-        hidden = set(PRICES) - set(scope.price_columns(current_user))
-        for key in ("list_columns", "details_columns"):
-            if key in kwargs:
-                kwargs[key] = [c for c in kwargs[key] if c[0] not in hidden]
-        return super().render(template, **kwargs)
 
 
 class CreditHistoryView(ScopedView):

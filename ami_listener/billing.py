@@ -24,6 +24,7 @@ from ami_listener.tracker import Call
 from lua.credit import CreditEngine, CreditError, Deny, EndMode, Outcome, Payer, Pricing
 from ops.settings import Settings
 from rating.book import RedisRateBook
+from rating.memo import pricing_fields
 from rating.select import strip_number
 
 log = logging.getLogger("asterbill.listener")
@@ -486,7 +487,13 @@ class Biller:
         flags = ([refused] if refused else []) + (billed.flags if billed else [])
         if call.answered_us is not None and not flags:
             flags.append("answered_not_billed")  # its answer step failed: a person must look
-        meta = self._describe(call, flags, billed.pricing.customer.destination if billed else "")
+        meta = self._describe(
+            call,
+            flags,
+            billed.pricing.customer.destination if billed else "",
+            self._rated(call),
+            billed.pricing if billed else None,
+        )
         self.engine.record_unpaid(
             call.call_id,
             payer,
@@ -514,20 +521,38 @@ class Biller:
     def _flag_unbilled(self, call: Call, why: str) -> None:
         log.warning("call %s not billed: %s", call.call_id, why)
 
-    @classmethod
-    def _meta(cls, call: Call, billed: Billed) -> str:
-        return cls._describe(call, billed.flags, billed.pricing.customer.destination)
+    def _meta(self, call: Call, billed: Billed) -> str:
+        return self._describe(
+            call,
+            billed.flags,
+            billed.pricing.customer.destination,
+            self._rated(call),
+            billed.pricing,
+        )
+
+    def _rated(self, call: Call) -> str:
+        """The number the rates are chosen by: as dialled, leading digits stripped."""
+        return strip_number(call.number, self.settings.strip_prefixes)
 
     @staticmethod
-    def _describe(call: Call, flags: list[str], destination: str) -> str:
+    def _describe(
+        call: Call,
+        flags: list[str],
+        destination: str,
+        rated_number: str = "",
+        pricing: Pricing | None = None,
+    ) -> str:
         return json.dumps(
             {
                 "uniqueid": call.call_id,
+                # the rates that priced it (rating/memo.py) and the number they were chosen by
+                "rated_number": rated_number,
+                "rates": pricing_fields(pricing.levels()) if pricing else [],
                 "linkedid": call.linkedid,
                 "channel": call.channel,
                 "dstchannel": call.dest_channel,
                 "src": call.src,
-                "dst": call.number,
+                "dst": call.cdr_dst or call.number,  # as Asterisk's CDR (callback leg A)
                 "accountcode": call.accountcode,
                 "dialed_us": call.dialed_us,
                 "disposition": call.disposition,

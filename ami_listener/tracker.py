@@ -55,6 +55,7 @@ class Call:
     hangup_cause: int | None = None
     hangup_cause_text: str = ""
     dest_channel: str = ""
+    cdr_dst: str = ""  # the CDR's dst if not `number` (callback leg A: leg B's, as Asterisk)
     review: str = ""  # why a person should look at this call (e.g. ended while away)
     redirected_us: int | None = None  # a redial after a redirect: when it began
     seen_at: int = 0  # the listener's receive sequence number of its first event
@@ -247,7 +248,7 @@ class CallTracker:
         steps: list[Step] = []
         if self.callback_legs in ("a", "both"):
             a = self._new_call(e, at, call_id=f"{uniqueid}:a")
-            a.number = self.originated[uniqueid]
+            a.number, a.cdr_dst = self.originated[uniqueid], e.get("Exten", "")
             a.dialed_us = up if up is not None else at
             a.dial_status, a.answered_us = ANSWER, a.dialed_us
             self.calls[a.call_id] = a

@@ -57,6 +57,7 @@ class Outcome(enum.StrEnum):
     HANGUP = "HANGUP"
     ALREADY = "ALREADY"
     ENDED = "ENDED"
+    STALE = "STALE"  # a credit operation older than the value Redis has: nothing changed
 
 
 class CreditError(Exception):
@@ -95,6 +96,14 @@ class Pricing:
         ):
             out += [rate.id, rate.connect, rate.initblock, rate.per_minute, rate.block, multiple]
         return out
+
+    def levels(self) -> list[tuple[Rate, int]]:
+        """(rate, multiple) of the customer, callshop and reseller levels."""
+        return [
+            (self.customer, self.customer_multiple),
+            (self.callshop, self.callshop_multiple),
+            (self.reseller, self.reseller_multiple),
+        ]
 
 
 @dataclass(frozen=True)
@@ -402,15 +411,43 @@ class CreditEngine:
         level: str,
         level_id: int,
         value: int | str = "",
+        version: int | None = None,
     ) -> tuple[Outcome, int]:
-        """Apply one credit operation once; level is "clid", "group" or "reseller"."""
+        """Apply one credit operation once; level is "clid", "group" or "reseller".
+        `version` (the MySQL row id): an absolute operation older than the last one applied
+        to the same attribute changes nothing (Outcome.STALE)."""
         prefix = {"clid": "c", "group": "g", "reseller": "r"}[level] + str(level_id)
+        args = [op_id, kind, prefix, value] + ([] if version is None else [version])
         reply = _call(
             self.scripts.credit_op,
             [self.keys.balances(reseller_id), self.keys.applied_ops(reseller_id)],
-            [op_id, kind, prefix, value],
+            args,
         )
         return Outcome(_text(reply[0])), int(reply[1])
+
+    def correct_call(
+        self,
+        op_id: str,
+        payer: Payer,
+        change: tuple[int, int, int],
+        unbilled: bool,
+    ) -> str:
+        """A settled call's prices changed by `change` (customer, callshop, reseller, signed
+        micro-units): the levels' lifetime totals and, while `unbilled`, the booth's unbilled
+        amount follow, once per op id (lua/correctCall-2.lua). "OK" or "ALREADY"."""
+        reply = _call(
+            self.scripts.correct_call,
+            [self.keys.balances(payer.reseller_id), self.keys.applied_ops(payer.reseller_id)],
+            [
+                op_id,
+                f"c{payer.clid_id}",
+                f"g{payer.group_id}",
+                f"r{payer.reseller_id}",
+                *change,
+                1 if unbilled else 0,
+            ],
+        )
+        return _text(reply)
 
     # -- reading -----------------------------------------------------------------------
     def level(self, reseller_id: int, level: str, level_id: int) -> LevelState:

@@ -8,7 +8,12 @@
   Kinds: charge (money received: used -= value), refund (money paid back: used += value),
          set_limit, set_limit_type, lock, unlock, set_deposit, checkout (the booth was paid:
          unbilled -= value). lock, unlock, set_deposit and checkout are for clids only.
-  Returns {"OK", used_before} or {"ALREADY", used_before} (this op id was applied before).
+  ARGV[5] (optional): the operation's version (its MySQL row id, increasing per level in
+           commit order). An absolute operation (set_limit, set_limit_type, lock / unlock,
+           set_deposit) older than the last one applied to the same attribute is recorded as
+           applied and changes nothing, so a late replay never lands over a newer value.
+  Returns {"OK", used_before} or {"ALREADY", used_before} (this op id was applied before),
+  or {"STALE", used_before} (a newer value of the attribute was applied first).
   Errors: ERR_BAD_ARGS, ERR_UNKNOWN_LEVEL <level>, ERR_CHECKOUT_TOO_LARGE.
 ]]
 local opId, kind, level, value = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -29,6 +34,20 @@ if moneyKinds[kind] and (amount == nil or amount < 0 or amount ~= math.floor(amo
   return redis.error_reply("ERR_BAD_ARGS amount " .. tostring(value))
 end
 local used = tonumber(redis.call("HGET", KEYS[1], level .. ".used") or "0")
+local versioned = {set_limit = "limit", set_limit_type = "type", lock = "locked",
+                   unlock = "locked", set_deposit = "deposit"}
+local version = tonumber(ARGV[5] or "")
+local verField = nil
+if version and versioned[kind] then
+  if (kind == "lock" or kind == "unlock" or kind == "set_deposit") and not isClid then
+    return redis.error_reply("ERR_BAD_ARGS kind " .. kind .. " for " .. level)
+  end
+  verField = level .. ".ver_" .. versioned[kind]
+  if version <= tonumber(redis.call("HGET", KEYS[1], verField) or "0") then
+    redis.call("HSET", KEYS[2], opId, kind .. "|" .. level .. "|" .. string.format("%.0f", used))
+    return {"STALE", used}
+  end
+end
 if kind == "charge" then
   redis.call("HINCRBY", KEYS[1], level .. ".used", -amount)
 elseif kind == "refund" then
@@ -57,5 +76,6 @@ elseif isClid and kind == "checkout" then
 else
   return redis.error_reply("ERR_BAD_ARGS kind " .. kind .. " for " .. level)
 end
+if verField then redis.call("HSET", KEYS[1], verField, ARGV[5]) end
 redis.call("HSET", KEYS[2], opId, kind .. "|" .. level .. "|" .. string.format("%.0f", used))
 return {"OK", used}

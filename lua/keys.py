@@ -30,9 +30,15 @@ class Keys:
         return f"{self.prefix}:rates:tags"
 
     @staticmethod
-    def staging(key: str) -> str:
-        """Where a new version of `key` is built before the atomic swap."""
-        return f"{key}:staging"
+    def staging(key: str, token: str = "") -> str:
+        """Where a new version of `key` is built before the atomic swap (`token`: one per
+        rebuild, so two rebuilds never share, rename or delete each other's staging hash)."""
+        return f"{key}:staging" + (f":{token}" if token else "")
+
+    def rate_lock(self, reseller_id: int) -> str:
+        """Lock held while a rate scope of this tag is read from MySQL and written to Redis
+        (whole-scope rebuilds and single-row updates take turns, never interleave)."""
+        return f"{self.tag(reseller_id)}:rates:lock"
 
     # -- credit engine (lua/credit.py) -------------------------------------------------
     def balances(self, reseller_id: int) -> str:
@@ -65,6 +71,11 @@ class Keys:
     def applied_ops(self, reseller_id: int) -> str:
         """Hash: credit operation id -> kind|level|used before (applied once)."""
         return f"{self.tag(reseller_id)}:ops"
+
+    def last_resync(self) -> str:
+        """Hash: the listener's last resync with Asterisk: `at_ms` and `live` (JSON list of
+        the uniqueids CoreShowChannels listed), read by `reconcile --check`."""
+        return f"{self.prefix}:listener:resync"
 
     def payers(self) -> str:
         """Hash: payer key (caller id, peer or accountcode) -> `reseller|group|clid`."""

@@ -36,3 +36,4 @@ class Scripts:
         self.extend_due: Script = client.register_script(source("extendDue-4"))
         self.end_call: Script = client.register_script(source("endCall-6"))
         self.credit_op: Script = client.register_script(source("creditOp-2"))
+        self.correct_call: Script = client.register_script(source("correctCall-2"))

@@ -117,6 +117,7 @@ def check_ami(settings: Settings, watch: float) -> None:
 
 
 def register_commands() -> None:
+    from ops.cli_cdr_sync import cdr_sync
     from ops.cli_credit import credit
     from ops.cli_db import create_admin, db
     from ops.cli_listener import listener, pbx_sim
@@ -140,6 +141,7 @@ def register_commands() -> None:
         reconcile,
         credit,
         worker,
+        cdr_sync,
     ):
         cli.add_command(command)
 

@@ -8,6 +8,7 @@ import click
 
 from ops.cli import settings_of
 from ops.errors import InvalidInput
+from rating.money import MONEY_TEXT
 
 ACTIONS = {  # command word -> (service kind, what the argument is)
     "charge": ("charge", "amount"),
@@ -37,7 +38,10 @@ def credit(ctx, action, value, clid, group, reseller, comment, op_id) -> None:
     used; a refund raises it. Example: asterbill credit charge 20 --clid 8001"""
     from sqlalchemy import select
 
-    from ops.wiring import open_credit, open_ledger
+    from lua.credit import CreditEngine
+    from lua.keys import Keys
+    from ops import redis_server
+    from ops.wiring import open_ledger
     from schema import AccountGroup, Clid, Reseller
     from workers.credit_ops import CreditRequest, perform
 
@@ -63,10 +67,9 @@ def credit(ctx, action, value, clid, group, reseller, comment, op_id) -> None:
         raise InvalidInput(f"no {level} {name!r}")
     amount = None
     if argument and argument.startswith("amount") and value.lower() != "none":
-        try:
-            amount = Decimal(value)
-        except ArithmeticError:
-            raise InvalidInput(f"{value!r} is not an amount") from None
+        if not MONEY_TEXT.fullmatch(value.strip()):  # ASCII digits only, like every amount
+            raise InvalidInput(f"{value!r} is not an amount (digits 0-9 and a decimal point)")
+        amount = Decimal(value.strip())
     request = CreditRequest(
         kind,
         level,
@@ -76,10 +79,17 @@ def credit(ctx, action, value, clid, group, reseller, comment, op_id) -> None:
         comment=comment,
         op_id=op_id,
     )
-    result = perform(factory, open_credit(settings), request)
+    # No ping first: with Redis down the operation is kept in MySQL and the reconciler
+    # applies it when Redis is back (README), as the back office does.
+    client = redis_server.connect(settings.redis_url, socket_connect_timeout=5, socket_timeout=5)
+    result = perform(factory, CreditEngine(client, Keys(settings.key_prefix)), request)
     engine.dispose()
     state = "already done, nothing changed" if result.replayed else "done"
-    redis_state = "" if result.applied else "; Redis unreachable: the reconciler will apply it"
+    redis_state = (
+        ""
+        if result.applied
+        else "; Redis unreachable: kept in MySQL, the reconciler applies it when Redis is back"
+    )
     click.echo(
         f"{action} {level} {name}: {state} (operation {result.op_id}); credit used "
         f"{result.curcredit_before} -> {result.curcredit_after}{redis_state}"

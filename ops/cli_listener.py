@@ -58,7 +58,7 @@ def listener(ctx: click.Context) -> None:
 )
 @click.option(
     "--speed",
-    type=float,
+    type=click.FloatRange(min=0, min_open=True),  # 0 would divide by zero
     default=1.0,
     show_default=True,
     help="Replay pace multiplier (Timestamp headers follow).",

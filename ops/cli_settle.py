@@ -61,20 +61,37 @@ def settle(ctx: click.Context, every: float | None, provision: bool) -> None:
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
 @click.pass_context
 def worker(ctx: click.Context, burst: bool) -> None:
-    """Run an RQ worker of the settlement queue (with RQ's scheduler, for retries)."""
-    from rq import SimpleWorker
+    """Run an RQ worker of the settlement queue. It moves due retries itself (no RQ
+    scheduler process) and outlives Redis outages: after one it starts a new worker loop."""
+    import redis
 
     from ops.wiring import open_credit
     from workers.jobs import import_queue, settle_queue
+    from workers.recovery import SettleWorker, move_due
 
     settings = settings_of(ctx)
-    credit = open_credit(settings, wait_log=logging.getLogger("asterbill.worker"))
+    log = logging.getLogger("asterbill.worker")
+    credit = open_credit(settings, wait_log=log)
     queues = [
         settle_queue(credit.client, settings.key_prefix),
         import_queue(credit.client, settings.key_prefix),
     ]
-    # SimpleWorker: no fork per job, so the job's database and Redis connections are kept
-    # (RQ's forking worker re-opened them for every job; see docs/benchmarks.md).
-    SimpleWorker(queues, connection=credit.client).work(
-        burst=burst, with_scheduler=True, logging_level=settings.log_level
-    )
+    while True:
+        try:
+            for queue in queues:
+                move_due(queue)
+            # SimpleWorker: no fork per job, so the job's database and Redis connections are
+            # kept (RQ's forking worker re-opened them for every job; docs/benchmarks.md).
+            rq_worker = SettleWorker(queues, connection=credit.client)
+            rq_worker.work(burst=burst, logging_level=settings.log_level)
+            if rq_worker._stop_requested:  # SIGTERM / SIGINT: a real stop, not an outage
+                return
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("worker: Redis unreachable (%s); starting again when it answers", exc)
+        if burst:
+            return
+        # RQ's loop quits on a Redis timeout or error: wait for Redis, then a new loop
+        from ops import redis_server
+
+        time.sleep(0.5)
+        redis_server.wait_until_up(credit.client, log, max_delay=1.0)

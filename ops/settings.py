@@ -54,17 +54,22 @@ class Settings:
     callback_channel: str
     callback_context: str
     short_call_seconds: int
+    asterisk_cdr_url: str  # Asterisk's CDR database, read by `asterbill cdr-sync`
     unanswered: str
     cdr_wait_ms: int  # how long a hung-up call waits for Asterisk's Cdr (its own billsec)
     currency: str
     display_decimals: int
     pin_digits: int
+    import_max_bytes: int
+    import_max_rows: int
     key_prefix: str
     web_host: str
     web_port: int
     secret_key: str
     log_level: str
     credit_failure: str = "terminate"
+    secure_cookies: bool = False  # session cookies only over HTTPS (set it behind TLS)
+    trusted_proxies: int = 0  # reverse proxies whose X-Forwarded-* headers are believed
 
     def describe(self) -> dict[str, str]:
         """The settings as text, with secrets masked (for `asterbill settings` and logs)."""
@@ -74,7 +79,7 @@ class Settings:
             value = getattr(self, f.name)
             if f.name in masked:
                 value = "(set)" if value else "(empty)"
-            elif f.name == "database_url":
+            elif f.name in ("database_url", "asterisk_cdr_url"):
                 value = _mask_url_password(value)
             elif isinstance(value, tuple):
                 value = ",".join(value)
@@ -130,11 +135,16 @@ def _parse(env: Mapping[str, str]) -> Settings:
         ),
         callback_context=get("ASTERBILL_CALLBACK_CONTEXT", "callback"),
         short_call_seconds=_int(env, "ASTERBILL_SHORT_CALL_SECONDS", 0, 0, 3600),
+        asterisk_cdr_url=get("ASTERBILL_ASTERISK_CDR_URL", ""),
         unanswered=_choice(env, "ASTERBILL_UNANSWERED", "record", UNANSWERED_POLICIES),
         cdr_wait_ms=_int(env, "ASTERBILL_CDR_WAIT_MS", 1000, 0, 10_000),
         currency=_currency(env),
         display_decimals=_int(env, "ASTERBILL_DISPLAY_DECIMALS", 2, 0, 6),
         pin_digits=_int(env, "ASTERBILL_PIN_DIGITS", 12, 10, 20),
+        import_max_bytes=_int(
+            env, "ASTERBILL_IMPORT_MAX_BYTES", 20 * 1024 * 1024, 1024, 1024 * 1024 * 1024
+        ),
+        import_max_rows=_int(env, "ASTERBILL_IMPORT_MAX_ROWS", 1_000_000, 10, 100_000_000),
         key_prefix=_key_prefix(env),
         web_host=get("ASTERBILL_WEB_HOST", "127.0.0.1"),
         web_port=_int(env, "ASTERBILL_WEB_PORT", 8080, 1, 65535),
@@ -143,7 +153,18 @@ def _parse(env: Mapping[str, str]) -> Settings:
         credit_failure=_choice(
             env, "ASTERBILL_CREDIT_FAILURE", "terminate", CREDIT_FAILURE_POLICIES
         ),
+        secure_cookies=_flag(env, "ASTERBILL_SECURE_COOKIES"),
+        trusted_proxies=_int(env, "ASTERBILL_TRUSTED_PROXIES", 0, 0, 10),
     )
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{name}={raw!r} is not one of: 1, 0, true, false, yes, no, on, off")
 
 
 def _callback_channel(template: str) -> str:

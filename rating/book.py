@@ -7,11 +7,15 @@ scope, one script run per hash tag (the reseller's and the global `{r0}`), pipel
 
 `replace` builds every scope hash of a new book under staging keys, then swaps each tag's
 hashes in with one MULTI/EXEC (RENAME, and DEL of scopes that no longer exist): a lookup sees
-the old book or the new one, never half of each. `upsert` / `remove` apply single rows.
+the old book or the new one, never half of each. `upsert` / `remove` / `set_fields` apply
+single rows. Each rebuild stages under its own key (a random token), and `lock(reseller)`
+makes the writers of one tag take turns (rating/store.py holds it while it reads MySQL and
+writes here), so two rebuilds, or a rebuild and a single-row change, never interleave.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -23,6 +27,8 @@ from rating.price import Rate
 from rating.select import TABLES, BookRow, scopes
 
 BATCH_FIELDS = 5_000
+LOCK_TTL_S = 300  # a lock outlives its holder by at most this (a crashed process)
+LOCK_WAIT_S = 120  # how long a writer waits for its turn before giving up
 
 
 def encode_rate(rate: Rate) -> str:
@@ -66,11 +72,17 @@ class RedisRateBook:
         pipe.execute()
         return count
 
-    def _stage(self, scopes_: dict[str, dict[str, str]]) -> None:
+    def lock(self, reseller_id: int):
+        """The writers' lock of one tag (redis-py Lock: a context manager)."""
+        return self.client.lock(
+            self.keys.rate_lock(reseller_id), timeout=LOCK_TTL_S, blocking_timeout=LOCK_WAIT_S
+        )
+
+    def _stage(self, scopes_: dict[str, dict[str, str]], token: str) -> None:
         """Write each scope's new fields under its staging key (not yet visible)."""
         pipe = self.client.pipeline(transaction=False)
         for key, fields in scopes_.items():
-            staging = self.keys.staging(key)
+            staging = self.keys.staging(key, token)
             pipe.delete(staging)
             items = list(fields.items())
             for start in range(0, len(items), BATCH_FIELDS):
@@ -79,13 +91,29 @@ class RedisRateBook:
                     pipe.execute()
         pipe.execute()
 
+    def replace_tag(self, reseller_id: int, rows: Iterable[BookRow]) -> int:
+        """Swap in every scope of one tag (rows of other tags are refused)."""
+        scopes_: dict[str, dict[str, str]] = defaultdict(dict)
+        count = 0
+        for row in rows:
+            if row.reseller_id != reseller_id:
+                raise ValueError(f"row {row.rate.id} is not under reseller {reseller_id}")
+            scopes_[self._scope_key(row)][row.field] = encode_rate(row.rate)
+            count += 1
+        self._replace_tag(reseller_id, scopes_)
+        pipe = self.client.pipeline(transaction=False)
+        (pipe.sadd if scopes_ else pipe.srem)(self.keys.rate_tags(), reseller_id)
+        pipe.execute()
+        return count
+
     def _replace_tag(self, reseller_id: int, scopes_: dict[str, dict[str, str]]) -> None:
-        self._stage(scopes_)
+        token = secrets.token_hex(8)
+        self._stage(scopes_, token)
         index = self.keys.rate_index(reseller_id)
         stale = {k.decode() for k in self.client.smembers(index)} - set(scopes_)
         swap = self.client.pipeline(transaction=True)  # MULTI/EXEC: one atomic step per tag
         for key in scopes_:
-            swap.rename(self.keys.staging(key), key)
+            swap.rename(self.keys.staging(key, token), key)
         if stale:
             swap.delete(*stale)
         swap.delete(index)
@@ -105,10 +133,11 @@ class RedisRateBook:
                     f"row {row.rate.id} is not in scope {table} {reseller_id}/{group_id}"
                 )
             fields[row.field] = encode_rate(row.rate)
-        self._stage({key: fields} if fields else {})
+        token = secrets.token_hex(8)
+        self._stage({key: fields} if fields else {}, token)
         swap = self.client.pipeline(transaction=True)
         if fields:
-            swap.rename(self.keys.staging(key), key)
+            swap.rename(self.keys.staging(key, token), key)
             swap.sadd(self.keys.rate_index(reseller_id), key)
             swap.sadd(self.keys.rate_tags(), reseller_id)
         else:
@@ -130,6 +159,22 @@ class RedisRateBook:
 
     def remove(self, row: BookRow) -> None:
         self.client.hdel(self._scope_key(row), row.field)
+
+    def set_fields(
+        self, table: str, reseller_id: int, group_id: int, fields: dict[str, Rate | None]
+    ) -> None:
+        """Set (a Rate) or delete (None) some fields of one scope, in one MULTI/EXEC."""
+        key = self.keys.rate_scope(table, reseller_id, group_id)
+        pipe = self.client.pipeline(transaction=True)
+        gone = [f for f, rate in fields.items() if rate is None]
+        kept = {f: encode_rate(rate) for f, rate in fields.items() if rate is not None}
+        if gone:
+            pipe.hdel(key, *gone)
+        if kept:
+            pipe.hset(key, mapping=kept)
+            pipe.sadd(self.keys.rate_index(reseller_id), key)
+            pipe.sadd(self.keys.rate_tags(), reseller_id)
+        pipe.execute()
 
     def clear(self) -> None:
         """Delete the whole book (scratch books of the operator tools, tests)."""

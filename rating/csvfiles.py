@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import IO, TypeVar
 
 from ops.errors import InvalidInput
+from rating.csv_safety import safe_row
 from rating.engines import PriceQuery
 from rating.money import format_micros, to_micros, to_multiple
 from rating.price import Rate
@@ -112,7 +113,7 @@ def parse_query(raw: dict) -> tuple[str, int, int]:
 def write_rows(stream: IO[str], header: list[str], rows: Iterable[dict]) -> None:
     writer = csv.DictWriter(stream, fieldnames=header, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(map(safe_row, rows))  # no cell a spreadsheet would run as a formula
 
 
 def book_row_cells(b: BookRow) -> dict:

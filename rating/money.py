@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from ops.errors import InvalidInput
@@ -11,12 +12,17 @@ MULTIPLE_SCALE = 10_000  # billsec multiples have at most 4 decimals
 # Lua numbers are doubles: every amount must stay an exact integer there (2**53).
 MAX_SAFE_MICROS = 2**53 - 1
 MAX_MONEY = Decimal(MAX_SAFE_MICROS) / MICROS
+# Money typed by a person: ASCII digits only (Python's Decimal also reads "٣" as 3, and
+# exponents such as "1e9"), an optional sign and decimal point.
+MONEY_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 
 
 def parse_decimal(raw: str | Decimal | int, places: int, what: str = "value") -> Decimal:
     """A finite, non-negative Decimal with at most `places` decimals, or InvalidInput."""
     if isinstance(raw, float):
         raise TypeError("money is never a float")
+    if isinstance(raw, str) and not MONEY_TEXT.fullmatch(raw.strip()):
+        raise InvalidInput(f"{what} {raw!r} is not a number (digits 0-9 and a decimal point)")
     try:
         value = raw if isinstance(raw, Decimal) else Decimal(str(raw).strip())
     except InvalidOperation:

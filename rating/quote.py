@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ops.errors import InvalidInput
 from rating.book import RedisRateBook
 from rating.money import format_micros, to_multiple
-from rating.price import Rate, price
+from rating.price import PriceOverflow, Rate, price
 from rating.select import TABLES, strip_number
 from schema import Clid
 
@@ -20,14 +20,14 @@ class QuoteLine:
     table: str
     rate: Rate | None
     multiple: int
-    prices: tuple[int, ...]
+    prices: tuple[int | None, ...]  # None: the price would not be exact (PriceOverflow)
 
     def describe(self, decimals: int, currency: str) -> str:
         if self.rate is None:
             return f"{self.table:9} no rate"
         r = self.rate
         samples = ", ".join(
-            f"{s} s: {format_micros(p, decimals)}"
+            f"{s} s: " + ("too large (refused)" if p is None else format_micros(p, decimals))
             for s, p in zip(SAMPLE_SECONDS, self.prices, strict=True)
         )
         return (
@@ -60,6 +60,15 @@ def quote(book: RedisRateBook, clid: Clid, number: str, strip: tuple[str, ...]) 
     lines = []
     for table in TABLES:
         rate, m = found[table], multiples[table]
-        prices = tuple(price(s, m, rate) for s in SAMPLE_SECONDS) if rate else ()
+        prices = tuple(_price_or_none(s, m, rate) for s in SAMPLE_SECONDS) if rate else ()
         lines.append(QuoteLine(table, rate, m, prices))
     return Quote(number, rated, lines)
+
+
+def _price_or_none(billsec: int, multiple: int, rate: Rate) -> int | None:
+    """A row stored before the rate limits existed may price past 2**53: the engines refuse
+    such a call (PRICE_OVERFLOW), and the quote says so instead of crashing."""
+    try:
+        return price(billsec, multiple, rate)
+    except PriceOverflow:
+        return None

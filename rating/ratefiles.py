@@ -4,6 +4,7 @@ the original import page: which file column holds dialprefix, numlen, destinatio
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -19,10 +20,26 @@ FIELDS = (
     "billingblock",
 )
 REQUIRED = ("dialprefix", "rateinitial")
+# An XLSX is a zip: its parts may unpack to at most this much (a zip bomb of a few MB
+# unpacks to gigabytes; a sheet of a million rate rows to about 150 MB).
+XLSX_MAX_UNZIPPED_BYTES = 512 * 1024 * 1024
 
 
-def read_cells(path: Path, delimiter: str = ",") -> Iterator[list[str]]:
-    """Every row of the first sheet (or the CSV) as a list of text cells."""
+def read_cells(
+    path: Path, delimiter: str = ",", max_rows: int | None = None
+) -> Iterator[list[str]]:
+    """Every row of the first sheet (or the CSV) as a list of text cells; InvalidInput past
+    `max_rows` rows (the back office's cap, ASTERBILL_IMPORT_MAX_ROWS)."""
+    for number, row in enumerate(_read_cells(path, delimiter), start=1):
+        if max_rows is not None and number > max_rows:
+            raise InvalidInput(
+                f"{path.name} has more than {max_rows} rows (the limit of "
+                "ASTERBILL_IMPORT_MAX_ROWS): split it, or import it with `asterbill rates import`"
+            )
+        yield row
+
+
+def _read_cells(path: Path, delimiter: str) -> Iterator[list[str]]:
     suffix = path.suffix.lower()
     try:
         if suffix in (".csv", ".txt"):
@@ -55,24 +72,46 @@ def _xlsx(path: Path) -> Iterator[list[str]]:
     from openpyxl.utils.exceptions import InvalidFileException
 
     try:
+        _check_unzipped_size(path)
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except (InvalidFileException, zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
         raise InvalidInput(f"{path.name} is not a readable XLSX file: {exc}") from None
     try:
-        for row in book.worksheets[0].iter_rows(values_only=True):
+        sheet = book.worksheets[0]
+        # read-only mode trusts the sheet's <dimension> tag; a stale one (A1:C3 for 10 rows)
+        # would silently cut the sheet short: read every row there is instead
+        sheet.reset_dimensions()
+        for row in sheet.iter_rows(values_only=True):
             yield [_cell(v) for v in row]
+    except (zipfile.BadZipFile, KeyError, ValueError, EOFError) as exc:
+        raise InvalidInput(f"{path.name} is not a readable XLSX file: {exc}") from None
     finally:
         book.close()
+
+
+def _check_unzipped_size(path: Path) -> None:
+    """Refuse a zip bomb before opening it: by the sizes the archive declares (zipfile never
+    unpacks more than the declared size of a part)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        total = sum(part.file_size for part in archive.infolist())
+        if total > XLSX_MAX_UNZIPPED_BYTES:
+            raise InvalidInput(
+                f"{path.name} unpacks to {total} bytes, more than {XLSX_MAX_UNZIPPED_BYTES}"
+            )
 
 
 def _xls(path: Path) -> Iterator[list[str]]:
     import xlrd
 
     try:
-        book = xlrd.open_workbook(str(path))
-    except (xlrd.XLRDError, ValueError, AssertionError, IndexError) as exc:
+        book = xlrd.open_workbook(str(path), logfile=io.StringIO())  # its warnings: not ours
+        sheet = book.sheet_by_index(0)
+    except Exception as exc:
+        # xlrd raises many kinds (CompDocError, struct errors, KeyError...) on a damaged
+        # upload: every one of them means "not a readable file"
         raise InvalidInput(f"{path.name} is not a readable XLS file: {exc}") from None
-    sheet = book.sheet_by_index(0)
     for r in range(sheet.nrows):
         yield [_cell(v) for v in sheet.row_values(r)]
 

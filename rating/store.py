@@ -11,10 +11,11 @@ from sqlalchemy import delete, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from ops.errors import InvalidInput
+from rating import rate_limits as limits
 from rating.book import RedisRateBook
 from rating.money import from_micros, stored_micros, to_micros
 from rating.price import Rate
-from rating.select import DEFAULT, TABLES, BookRow
+from rating.select import DEFAULT, TABLES, BookRow, rate_field
 from schema import AccountGroup, CallshopRate, CustomerRate, Reseller, ResellerRate
 from schema.base import utcnow
 
@@ -36,6 +37,7 @@ class Target:
 class ImportReport:
     inserted: int = 0
     updated: int = 0
+    read: int = 0  # data rows read from the file (every one, see ratefiles: XLSX dimensions)
 
 
 def check_target(session: Session, target: Target) -> None:
@@ -57,43 +59,63 @@ def check_target(session: Session, target: Target) -> None:
 
 
 def validate_row(cells: dict[str, str]) -> dict:
-    """One file row -> column values, or InvalidInput naming the field."""
-    prefix = cells.get("dialprefix", "").strip()
-    if not (prefix == DEFAULT or (prefix.isdigit() and len(prefix) <= 32)):
-        raise InvalidInput(f"dialprefix {prefix!r} is not digits (at most 32) or 'default'")
+    """One rate row (file row, form, CLI, seed) -> column values, or InvalidInput naming the
+    field. The limits (rating/rate_limits.py) keep every price exact in both engines."""
+    prefix = _text(cells, "dialprefix")
+    if not (
+        prefix == DEFAULT
+        or (limits.ASCII_DIGITS.fullmatch(prefix) and len(prefix) <= limits.MAX_PREFIX_DIGITS)
+    ):
+        raise InvalidInput(
+            f"dialprefix {prefix!r} is not digits 0-9 (at most {limits.MAX_PREFIX_DIGITS}) "
+            "or 'default'"
+        )
 
-    def whole(field: str, default: int, low: int) -> int:
-        text = cells.get(field, "").strip()
+    def whole(field: str, default: int, low: int, high: int) -> int:
+        text = _text(cells, field)
         if not text:
             return default
-        try:
-            value = int(text)
-        except ValueError:
-            raise InvalidInput(f"{field} {text!r} is not a whole number") from None
-        if not low <= value <= 31 * 86400:
-            raise InvalidInput(f"{field} {value} is out of range ({low}..{31 * 86400})")
+        if not limits.ASCII_DIGITS.fullmatch(text.lstrip("-")):
+            raise InvalidInput(f"{field} {text!r} is not a whole number")
+        value = int(text)
+        if not low <= value <= high:
+            raise InvalidInput(f"{field} {value} is out of range ({low}..{high})")
         return value
 
-    def money(field: str, required: bool) -> Decimal:
-        text = cells.get(field, "").strip()
+    def money(field: str, required: bool, high: Decimal) -> Decimal:
+        text = _text(cells, field)
         if not text and not required:
             return Decimal(0)
         if not text:
             raise InvalidInput(f"{field} is empty")
-        return from_micros(to_micros(text, field))
+        value = from_micros(to_micros(text, field))
+        if value > high:
+            raise InvalidInput(f"{field} {text} is larger than {high}")
+        return value
 
-    destination = cells.get("destination", "").strip()
-    if len(destination) > 100:
-        raise InvalidInput("destination is longer than 100 characters")
+    destination = _text(cells, "destination")
+    if len(destination) > limits.MAX_DESTINATION:
+        raise InvalidInput(f"destination is longer than {limits.MAX_DESTINATION} characters")
+    if limits.DESTINATION_FORBIDDEN.search(destination):
+        raise InvalidInput("destination may not contain '|' or control characters")
+    if destination.startswith(limits.FORMULA_START):
+        raise InvalidInput(
+            f"destination {destination!r} may not start with = + - or @ (a spreadsheet formula)"
+        )
     return {
         "dialprefix": prefix,
-        "numlen": whole("numlen", 0, 0),
+        "numlen": whole("numlen", 0, 0, limits.MAX_NUMLEN),
         "destination": destination,
-        "connectcharge": money("connectcharge", False),
-        "initblock": whole("initblock", 0, 0),
-        "rateinitial": money("rateinitial", True),
-        "billingblock": whole("billingblock", 60, 1),
+        "connectcharge": money("connectcharge", False, limits.MAX_CONNECT),
+        "initblock": whole("initblock", 0, 0, limits.MAX_BLOCK_S),
+        "rateinitial": money("rateinitial", True, limits.MAX_RATE),
+        "billingblock": whole("billingblock", 60, 1, limits.MAX_BLOCK_S),
     }
+
+
+def _text(cells: dict, field: str) -> str:
+    value = cells.get(field)
+    return "" if value is None else str(value).strip()
 
 
 def import_rates(
@@ -111,7 +133,9 @@ def import_rates(
     values: list[dict] = []
     errors: list[str] = []
     first_row: dict[tuple[str, int], int] = {}
+    read = 0
     for number, cells in rows:
+        read += 1
         try:
             row = validate_row(cells)
         except InvalidInput as exc:
@@ -162,7 +186,7 @@ def import_rates(
     ]
     if changed:
         session.execute(update(model), changed)
-    return ImportReport(inserted=len(new), updated=len(changed))
+    return ImportReport(inserted=len(new), updated=len(changed), read=read)
 
 
 def _scope_filter(model, target: Target):
@@ -238,15 +262,76 @@ def _book_row(
     return BookRow(table, prefix, numlen, r, g, rate)
 
 
+# Every writer of the Redis book holds the tag's lock (RedisRateBook.lock) while it reads
+# MySQL and writes Redis, and reads MySQL only after its own change is committed: the last
+# writer to take the lock then reads a state that includes every earlier commit, so Redis ends
+# equal to MySQL whatever the interleaving. Pass a session that has no transaction open yet
+# (just committed, or new) so that its snapshot is taken inside the lock.
+
+
 def sync_all(session: Session, book: RedisRateBook) -> int:
-    """Replace the whole Redis book by what MySQL holds. Returns the number of rows."""
-    return book.replace(book_rows(session))
+    """Replace the whole Redis book by what MySQL holds, tag by tag. Returns the row count."""
+    tags = {int(t) for t in book.client.smembers(book.keys.rate_tags())}
+    for model in MODELS.values():
+        tags.update(session.scalars(select(model.reseller_id).distinct()))
+    count = 0
+    for reseller_id in sorted(tags):
+        with book.lock(reseller_id):
+            count += book.replace_tag(reseller_id, book_rows(session, reseller_id=reseller_id))
+    return count
 
 
 def sync_scope(session: Session, book: RedisRateBook, target: Target) -> int:
     """Replace one scope's hash in Redis by what MySQL holds for it."""
-    rows = book_rows(session, target.table, target.reseller_id, target.group_id)
-    return book.replace_scope(target.table, target.reseller_id, target.group_id, rows)
+    with book.lock(target.reseller_id):
+        rows = book_rows(session, target.table, target.reseller_id, target.group_id)
+        return book.replace_scope(target.table, target.reseller_id, target.group_id, rows)
+
+
+@dataclass(frozen=True)
+class RateKey:
+    """Where one rate row lives in Redis: its table, scope and `dialprefix|numlen`."""
+
+    table: str
+    reseller_id: int
+    group_id: int
+    dialprefix: str
+    numlen: int
+
+
+def key_of(table: str, row) -> RateKey:
+    return RateKey(
+        table, row.reseller_id or 0, getattr(row, "group_id", 0) or 0, row.dialprefix, row.numlen
+    )
+
+
+def refresh_keys(session: Session, book: RedisRateBook, keys: Iterable[RateKey]) -> None:
+    """Make these rate fields in Redis what MySQL holds now (set, changed or gone): a single-row
+    change, without rebuilding its scope. Several rows on one key: the highest id wins, as in
+    a whole-scope sync."""
+    by_tag: dict[int, set[RateKey]] = {}
+    for key in keys:
+        by_tag.setdefault(key.reseller_id, set()).add(key)
+    for reseller_id, wanted in by_tag.items():
+        with book.lock(reseller_id):
+            found: dict[RateKey, BookRow] = {}
+            for key in wanted:
+                model = MODELS[key.table]
+                clauses = [
+                    model.dialprefix == key.dialprefix,
+                    model.numlen == key.numlen,
+                    *_scope_filter(model, Target(key.table, key.reseller_id, key.group_id)),
+                ]
+                row = session.scalar(select(model).where(*clauses).order_by(model.id.desc()))
+                if row is not None:
+                    found[key] = _as_book_row(key.table, row)
+            per_scope: dict[tuple[str, int], dict] = {}
+            for key in wanted:
+                field = rate_field(key.dialprefix, key.numlen)
+                hit = found.get(key)
+                per_scope.setdefault((key.table, key.group_id), {})[field] = hit and hit.rate
+            for (table, group_id), fields in per_scope.items():
+                book.set_fields(table, reseller_id, group_id, fields)
 
 
 def delete_matching(
@@ -304,7 +389,7 @@ def save_rate(
         raise InvalidInput(
             f"rate {values['dialprefix']}/{values['numlen']} already exists (id {other})"
         )
-    previous = None
+    previous: RateKey | None = None
     if rate_id is None:
         row = model(
             **values,
@@ -316,14 +401,14 @@ def save_rate(
         row = session.get(model, rate_id)
         if row is None:
             raise InvalidInput(f"{target.table} rate {rate_id} does not exist")
-        previous = _as_book_row(target.table, row)
+        previous = key_of(target.table, row)
         for key, value in values.items():
             setattr(row, key, value)
         row.reseller_id = target.reseller_id
         if target.table != "reseller":
             row.group_id = target.group_id
     session.flush()
-    book.upsert(_as_book_row(target.table, row), previous)
+    refresh_keys(session, book, [key_of(target.table, row), *([previous] if previous else [])])
     return row.id
 
 
@@ -332,10 +417,10 @@ def delete_rate(session: Session, book: RedisRateBook, table: str, rate_id: int)
     row = session.get(MODELS[table], rate_id)
     if row is None:
         raise InvalidInput(f"{table} rate {rate_id} does not exist")
-    book_row = _as_book_row(table, row)
+    key = key_of(table, row)
     session.delete(row)
     session.flush()
-    book.remove(book_row)
+    refresh_keys(session, book, [key])
 
 
 def _as_book_row(table: str, r) -> BookRow:

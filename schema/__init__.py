@@ -9,6 +9,7 @@ DECIMAL(18,6), billsec multiples DECIMAL(8,4). schema imports nothing of asterbi
 from schema.base import Base
 from schema.calls import Callback, Cdr
 from schema.credit import CreditHistory, CreditOperation
+from schema.dead_letters import DeadLetter
 from schema.rates import CallshopRate, CustomerRate, ResellerRate
 from schema.tenants import Account, AccountGroup, Clid, Reseller
 
@@ -23,6 +24,7 @@ __all__ = [
     "CreditHistory",
     "CreditOperation",
     "CustomerRate",
+    "DeadLetter",
     "Reseller",
     "ResellerRate",
 ]

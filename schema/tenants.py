@@ -132,6 +132,10 @@ class Clid(CreditLevel, Base):
         Boolean, nullable=False, default=False, server_default=text("0")
     )
     deposit: Mapped[Decimal | None] = mapped_column(MONEY)
+    # Raised to end every portal session of this booth user (logout): admin.auth.
+    session_version: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default="0"
+    )
 
     group: Mapped[AccountGroup] = relationship(back_populates="clids")
 
@@ -168,6 +172,10 @@ class Account(Base):
     )
     created_at: Mapped[datetime] = created_at()
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # Raised to end every session of this account (logout, password change): admin.auth.
+    session_version: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default="0"
+    )
 
     reseller: Mapped[Reseller | None] = relationship()
     group: Mapped[AccountGroup | None] = relationship()

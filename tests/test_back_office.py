@@ -27,6 +27,7 @@ from schema import (
     migrate,
 )
 from schema.db import make_engine, session_factory
+from tests.conftest import REDIS_SERVER
 from workers.provision import provision_redis
 
 PASSWORD = "correct horse battery"
@@ -112,7 +113,7 @@ def office(fresh_mysql_url, redis_server, key_prefix, tmp_path):
     settings = load_settings(
         environ={
             "DATABASE_URL": fresh_mysql_url,
-            "REDIS_URL": "redis://127.0.0.1:6379/0",
+            "REDIS_URL": REDIS_SERVER,
             "ASTERBILL_KEY_PREFIX": key_prefix,
             "ASTERBILL_SECRET_KEY": "test-secret-key-of-this-test",
             "ASTERBILL_DATA_DIR": str(tmp_path),  # uploads and logos
@@ -159,7 +160,7 @@ VIEWS = [
 ]
 OPENS = {
     "root": set(VIEWS),
-    "resA": set(VIEWS) - {"resellers"},
+    "resA": set(VIEWS),  # its own reseller row, read-only
     "gaA1": {
         "accounts",
         "groups",
@@ -169,7 +170,7 @@ OPENS = {
         "cdrs",
         "credit_history",
     },
-    "opA1": {"customer_rates", "cdrs"},
+    "opA1": {"customer_rates", "cdrs", "clids"},  # its shop's booths, for the counter
 }
 
 
@@ -180,6 +181,114 @@ def test_each_role_opens_only_its_views(office, user):
     for view in VIEWS:
         status = client.get(f"/admin/{view}/").status_code
         assert status == (200 if view in OPENS[user] else 403), (user, view, status)
+
+
+TABLES = {
+    "accounts": "accounts",
+    "resellers": "resellers",
+    "groups": "account_groups",
+    "clids": "clids",
+    "customer_rates": "customer_rates",
+    "callshop_rates": "callshop_rates",
+    "reseller_rates": "reseller_rates",
+    "cdrs": "cdrs",
+    "credit_history": "credit_history",
+}
+# What each role must never see, sort, filter, search or export by (DESIGN.md section 2: each
+# level sees the prices from its own level down; nobody sees a password hash).
+SHOP_HIDES = {"reseller_credit", "reseller_rate_id", "rate_memo"}
+SECRET = {"password_hash", "session_version"}
+HIDDEN = {
+    "root": {"accounts": SECRET, "clids": {"session_version"}},
+    "resA": {"accounts": SECRET, "clids": {"session_version"}},
+    "gaA1": {
+        "accounts": SECRET,
+        "groups": {"credit_reseller"},
+        "clids": {"credit_reseller", "session_version"},
+        "cdrs": SHOP_HIDES,
+    },
+    "opA1": {
+        "clids": {"pin", "credit_group", "credit_reseller", "session_version"},
+        "cdrs": SHOP_HIDES | {"callshop_credit", "callshop_rate_id"},
+    },
+}
+
+
+def label(column: str) -> str:
+    return column.replace("_", " ").title()  # Flask-Admin's column header
+
+
+class SqlSeen:
+    """The statements the app sends to the database (the real ones, as the server gets them)."""
+
+    def __init__(self, app):
+        from sqlalchemy import event
+
+        from admin.extensions import db
+
+        with app.app_context():
+            self.engine = db.engine
+        self.statements: list[str] = []
+        self._event = event
+        event.listen(self.engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, conn, cursor, statement, parameters, context, executemany):
+        self.statements.append(" ".join(statement.split()))
+
+    def clauses(self) -> str:
+        """What the statements filter and order by (what they select comes before FROM)."""
+        return "\n".join(s[s.find(" FROM ") :] for s in self.statements if " FROM " in s)
+
+    def close(self):
+        self._event.remove(self.engine, "before_cursor_execute", self._seen)
+
+
+@pytest.mark.parametrize("user", list(HIDDEN))
+def test_the_role_matrix_lists_details_sorting_filters_and_exports(office, user):
+    """Every view a role opens: no hidden column in its list, details or export, and no
+    request (a header link, any sort index, a filter or a search) makes the database sort or
+    filter by one. The header links sort by the column they are on."""
+    app, *_ = office
+    client = login(app, user)
+    seen = SqlSeen(app)
+    try:
+        for view in sorted(OPENS[user]):
+            table, hidden = TABLES[view], HIDDEN[user].get(view, set())
+            page = listed(client, view)
+            assert "scrypt" not in page, (user, view)
+            for column in hidden:
+                assert f">{label(column)}<" not in page.replace("\n", "").replace(" <", "<")
+            # each header link sorts by its own column
+            for column, url in re.findall(
+                r'<th class="column-header col-([\w-]+)">\s*<a href="([^"]+)"', page
+            ):
+                seen.statements.clear()
+                assert client.get(url.replace("&amp;", "&")).status_code == 200
+                assert f"ORDER BY {table}.{column}" in seen.clauses(), (user, view, column)
+            # any sort index, a filter or a search by a hidden column: never used
+            seen.statements.clear()
+            probes = [f"?sort={i}&desc=1" for i in range(25)]
+            probes += [f"?flt0_{c}_equals=1&flt1_{c}_greater_than=1" for c in hidden]
+            probes += ["?search=0.3", "?page=0&sort=99"]
+            for probe in probes:
+                assert client.get(f"/admin/{view}/{probe}").status_code == 200
+                if view == "cdrs":
+                    export = client.get(f"/admin/{view}/export/csv/{probe}")
+                    header = export.get_data(as_text=True).splitlines()[0]
+                    assert not {label(c) for c in hidden} & set(header.split(",")), header
+            clauses = seen.clauses()
+            for column in hidden:
+                assert f"{table}.{column}" not in clauses, (user, view, column)
+            # the details of a row it sees
+            row_id = re.search(r"/details/\?id=(\d+)", page)
+            if row_id:
+                details = client.get(f"/admin/{view}/details/?id={row_id.group(1)}")
+                text = details.get_data(as_text=True)
+                assert details.status_code == 200 and "scrypt" not in text, (user, view)
+                for column in hidden:
+                    assert f"<b>{label(column)}</b>" not in text, (user, view, column)
+    finally:
+        seen.close()
 
 
 def test_nobody_logged_in_is_sent_to_the_login(office):
@@ -374,9 +483,11 @@ def test_a_charge_needs_confirming_and_applies_once(office):
         assert history.amount == Decimal("12.5") and history.account_id is not None
         assert s.get(Clid, ids["clidA1"]).curcredit == Decimal("-12.5")
     assert credit.level(ids["resellerA"], "clid", ids["clidA1"]).used == -12_500_000
-    # another reseller's booth, and an operator: refused
+    # another reseller's booth; an operator on another shop's booth, or on its shop: refused
     assert client.get(f"/admin/credit/clid/{ids['clidB1']}").status_code == 404
-    assert login(app, "opA1").get(url).status_code == 403
+    operator = login(app, "opA1")
+    assert operator.get(f"/admin/credit/clid/{ids['clidA2']}").status_code == 404
+    assert operator.get(f"/admin/credit/group/{ids['groupA1']}").status_code == 403
 
 
 def test_failed_logins_are_limited(office):
@@ -581,7 +692,7 @@ def test_a_large_deck_is_imported_by_a_worker_with_progress(
     app, factory, _, ids = office
     app.config["ASTERBILL_BACKGROUND_IMPORT_BYTES"] = 100  # this deck counts as large
     monkeypatch.setenv("DATABASE_URL", fresh_mysql_url)  # the worker's settings
-    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("REDIS_URL", REDIS_SERVER)
     monkeypatch.setenv("ASTERBILL_KEY_PREFIX", key_prefix)
     client = login(app, "resA")
     deck = "prefix,dest,per minute,block\n" + "".join(
@@ -590,7 +701,7 @@ def test_a_large_deck_is_imported_by_a_worker_with_progress(
     reply = upload_deck(client, {"step": "import"}, deck=deck)
     assert reply.status_code == 302 and "/admin/rate_import/job/" in reply.headers["Location"]
     waiting = client.get(reply.headers["Location"]).get_data(as_text=True)
-    assert "rows read so far" in waiting
+    assert "rows read so far" in waiting and "JobStatus" not in waiting
     assert login(app, "resB").get(reply.headers["Location"]).status_code == 404  # not theirs
 
     redis = app.extensions["asterbill_redis"]

@@ -20,6 +20,7 @@ from lua.keys import Keys
 from ops.settings import load_settings
 from schema import AccountGroup, Clid, CreditHistory, CustomerRate, Reseller, migrate
 from schema.db import make_engine, session_factory
+from tests.conftest import REDIS_SERVER
 from tests.test_cli import free_port
 
 CHROMIUM = "/usr/bin/chromium"
@@ -39,7 +40,7 @@ def site(fresh_mysql_url, redis_server, key_prefix, tmp_path):
     settings = load_settings(
         environ={
             "DATABASE_URL": fresh_mysql_url,
-            "REDIS_URL": "redis://127.0.0.1:6379/0",
+            "REDIS_URL": REDIS_SERVER,
             "ASTERBILL_KEY_PREFIX": key_prefix,
             "ASTERBILL_SECRET_KEY": "browser-test-secret",
             "ASTERBILL_DATA_DIR": str(tmp_path),
@@ -100,7 +101,7 @@ def test_an_admin_creates_a_booth_charges_it_and_imports_rates(site, tmp_path):
         page.click("button:has-text('Review')")
         expect(page.locator(".alert-warning")).to_contain_text("Please confirm")
         page.click("button:has-text('Confirm')")
-        expect(page.locator(".alert-success")).to_contain_text("Credit used 0.000000 -> -20")
+        expect(page.locator(".alert-success")).to_contain_text("Credit used 0.00 -> -20.00")
 
         # a rate deck: preview and dry run, then import
         page.goto(f"{url}/admin/rate_import/")

@@ -177,3 +177,10 @@ def wait_healthy(url: str, deadline: float) -> str:
             last = str(exc)
             time.sleep(0.3)
     return f"never answered healthy: {last}"
+
+
+def test_a_replay_speed_of_zero_is_refused_before_anything_listens(tmp_path):
+    capture = Path(__file__).parent / "data" / "ami-captures" / "01-answered-callee-hangup.jsonl"
+    result = run("pbx-sim", "--replay", str(capture), "--speed", "0", "--port", "0", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Invalid value for '--speed'" in result.stderr and "Traceback" not in result.stderr

@@ -12,6 +12,7 @@ from lua.keys import Keys
 from rating.book import RedisRateBook
 from schema import CustomerRate, migrate
 from schema.db import make_engine, session_factory
+from tests.conftest import REDIS_SERVER
 from tests.tenants import make_tenant
 from tests.test_cli import ASTERBILL, run
 
@@ -25,7 +26,7 @@ def tenant_db(fresh_mysql_url, key_prefix):
         ids = (booth.group.reseller_id, booth.group_id)
     env = {
         "DATABASE_URL": fresh_mysql_url,
-        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "REDIS_URL": REDIS_SERVER,
         "ASTERBILL_KEY_PREFIX": key_prefix,
     }
     yield engine, env, ids

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from lua.credit import CreditEngine, Deny
 from ops.errors import InvalidInput
 from schema import AccountGroup, Clid, CreditHistory, CreditOperation, Reseller
+from tests.conftest import REDIS_SERVER
 from tests.ledger import place_calls
 from workers import reconcile
 from workers.credit_ops import CreditRequest, perform, reapply_pending
@@ -229,7 +230,7 @@ def test_the_credit_command_charges_once_per_operation_id(
     factory, credit, payer = ledger
     env = {
         "DATABASE_URL": fresh_mysql_url,
-        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "REDIS_URL": REDIS_SERVER,
         "ASTERBILL_KEY_PREFIX": key_prefix,
     }
     args = ("credit", "charge", "20", "--clid", "8001", "--op-id", "till-7", "--comment", "cash")
@@ -248,3 +249,77 @@ def test_the_credit_command_charges_once_per_operation_id(
     assert "'2O' is not an amount" in typo.stderr and "no clid '9999'" in nobody.stderr
     assert credit.level(payer.reseller_id, "clid", payer.clid_id).used == -20_000_000
     assert drifts(factory, credit) == []
+
+
+def test_an_old_pending_lock_or_limit_never_lands_over_a_newer_one(ledger):
+    """Issue 12: with Redis down, `lock` and `set-limit 6` were kept pending; `unlock` and
+    `set-limit 9` were applied when Redis came back; the reconciler then re-applied the
+    older ones on top. Absolute operations carry their version now."""
+    factory, credit, payer = ledger
+    dead, clid = unreachable(credit), payer.clid_id
+    older = [
+        CreditRequest("lock", "clid", clid),
+        CreditRequest("set_limit", "clid", clid, Decimal("6")),
+        CreditRequest("set_limit_type", "clid", clid, value="prepaid"),
+        CreditRequest("set_deposit", "clid", clid, Decimal("2")),
+        CreditRequest("set_limit", "group", payer.group_id, Decimal("60")),
+    ]
+    assert not any(perform(factory, dead, r).applied for r in older)
+    newer = [
+        CreditRequest("unlock", "clid", clid),
+        CreditRequest("set_limit", "clid", clid, Decimal("9")),
+        CreditRequest("set_limit_type", "clid", clid, value="postpaid"),
+        CreditRequest("set_deposit", "clid", clid, None),
+        CreditRequest("set_limit", "group", payer.group_id, Decimal("90")),
+    ]
+    assert all(perform(factory, credit, r).applied for r in newer)
+
+    assert reapply_pending(factory, credit, older_than_s=0) == len(older)  # marked applied
+
+    booth = credit.level(payer.reseller_id, "clid", clid)
+    assert (booth.locked, booth.limit, booth.limit_type, booth.deposit) == (
+        False,
+        9_000_000,
+        "postpaid",
+        None,
+    )
+    assert credit.level(payer.reseller_id, "group", payer.group_id).limit == 90_000_000
+    with factory() as session:
+        row = session.get(Clid, clid)
+        assert (row.locked, row.creditlimit, row.limit_type, row.deposit) == (
+            False,
+            Decimal("9"),
+            "postpaid",
+            None,
+        )
+        assert session.scalar(select(func.count()).where(CreditOperation.applied_at.is_(None))) == 0
+    assert drifts(factory, credit) == []
+    # in order, a pending operation still applies: lock after the unlock lands
+    perform(factory, dead, CreditRequest("lock", "clid", clid))
+    assert reapply_pending(factory, credit, older_than_s=0) == 1
+    assert credit.level(payer.reseller_id, "clid", clid).locked
+
+
+def test_the_credit_command_keeps_the_operation_when_redis_is_down(
+    ledger, fresh_mysql_url, key_prefix, tmp_path
+):
+    from tests.test_cli import run
+
+    factory, credit, payer = ledger
+    env = {
+        "DATABASE_URL": fresh_mysql_url,
+        "REDIS_URL": "redis://127.0.0.1:1/0",  # nobody there
+        "ASTERBILL_KEY_PREFIX": key_prefix,
+    }
+
+    result = run(
+        "credit", "lock", "--clid", "8001", "--op-id", "lock-while-down", env=env, cwd=tmp_path
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "kept in MySQL, the reconciler applies it when Redis is back" in result.stdout
+    with factory() as session:
+        assert session.get(Clid, payer.clid_id).locked
+    assert not credit.level(payer.reseller_id, "clid", payer.clid_id).locked
+    assert reapply_pending(factory, credit, older_than_s=0) == 1
+    assert credit.level(payer.reseller_id, "clid", payer.clid_id).locked

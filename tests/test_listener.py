@@ -20,6 +20,7 @@ from rating.book import RedisRateBook
 from rating.price import Rate, price
 from rating.select import BookRow
 from tests.ami_captures import billing_cdrs, capture_files
+from tests.conftest import REDIS_SERVER
 
 PER_SECOND = Rate(11, 0, 0, 60_000_000, 1, "Per second")  # 1.00 a second, 1 s blocks
 PER_MINUTE = Rate(12, 100_000, 0, 600_000, 60, "Per minute")
@@ -31,7 +32,7 @@ def settings_for(port: int, key_prefix: str, **extra):
         "AMI_USER": "billing",
         "AMI_SECRET": "s3cret",
         "ASTERBILL_KEY_PREFIX": key_prefix,
-        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "REDIS_URL": REDIS_SERVER,
         "ASTERBILL_GUARD_MS": "500",
         **extra,
     }

@@ -20,6 +20,7 @@ from rating.money import stored_micros
 from rating.price import Rate, price
 from schema import AccountGroup, Cdr, Clid, Reseller, migrate
 from schema.db import make_engine, session_factory
+from tests.conftest import REDIS_SERVER
 from tests.test_cli import run
 from tests.test_listener import Rig, run_with
 from workers.provision import provision_redis, seed
@@ -110,7 +111,7 @@ def test_calls_flow_from_asterisk_to_the_ledger(
 
     env = {
         "DATABASE_URL": fresh_mysql_url,
-        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "REDIS_URL": REDIS_SERVER,
         "ASTERBILL_KEY_PREFIX": key_prefix,
     }
     worker = run("worker", "--burst", env=env, cwd=tmp_path)
@@ -143,10 +144,18 @@ def test_calls_flow_from_asterisk_to_the_ledger(
         assert stored_micros(cdr.credit) == price(cdr.billsec, 10_000, CUSTOMER)
         assert stored_micros(cdr.callshop_credit) == price(cdr.billsec, 10_000, CALLSHOP)
         assert stored_micros(cdr.reseller_credit) == price(cdr.billsec, 10_000, RESELLER)
+        # the number that chose the rates, and the rate of each level, in words
+        assert cdr.rated_number == GERMANY
+        assert cdr.rate_memo == (
+            f"customer 0049 (#{cdr.customer_rate_id}): 0.6/min, connect 0.05 for 0 s, "
+            f"1 s blocks | callshop 00 (#{cdr.callshop_rate_id}): 0.3/min, 1 s blocks | "
+            f"reseller 00 (#{cdr.reseller_rate_id}): 0.12/min, 1 s blocks"
+        )
     [cut] = by_booth["8003"]
     assert (cut.billsec, cut.credit) == (1, Decimal("0.06"))  # never beyond its limit
     assert by_booth["8004"][0].disposition in ("NO ANSWER", "BUSY")
     assert by_booth["unknown"][0].review_reason == "unknown_payer"
+    assert (by_booth["unknown"][0].rated_number, by_booth["unknown"][0].rate_memo) == (GERMANY, "")
     # the ledger: each level's curcredit is the sum of its own price over its calls
     for number, clid in levels["clid"].items():
         assert clid.curcredit == sum((c.credit for c in by_booth.get(number, [])), Decimal(0))

@@ -346,3 +346,106 @@ def test_a_single_rate_change_reaches_redis_without_a_full_sync(db, book):
     delete_rate(db, book, "customer", rate_id)
     assert book.lookup("00441", r, g)["customer"] is None
     assert count(db) == 1
+
+
+def test_a_quote_says_a_price_is_too_large_instead_of_crashing(db, book):
+    """A row stored before the rate limits existed may price past 2**53 micro-units."""
+    booth = make_tenant(db)
+    r, g = booth.group.reseller_id, booth.group_id
+    huge = Rate(7, 0, 0, 10**17, 60, "legacy")
+    book.upsert(BookRow("customer", "0039", 0, r, g, huge))
+
+    line = next(x for x in quote(book, booth, "0039061234", ()).lines if x.table == "customer")
+
+    assert line.prices == (None, None, None)
+    assert "too large (refused)" in line.describe(2, "EUR")
+
+
+@pytest.mark.parametrize(
+    ("cells", "message"),
+    [
+        ({"dialprefix": "٤٩", "rateinitial": "1"}, "not digits 0-9"),
+        ({"dialprefix": "49", "rateinitial": "1e3"}, "is not a number"),
+        ({"dialprefix": "49", "rateinitial": "100000.000001"}, "larger than 100000"),
+        ({"dialprefix": "49", "rateinitial": "1", "billingblock": "86401"}, "(1..86400)"),
+        ({"dialprefix": "49", "rateinitial": "1", "destination": "@SUM(A1)"}, "formula"),
+        ({"dialprefix": "49", "rateinitial": "1", "destination": "a\u202eb"}, "control"),
+    ],
+)
+def test_one_validator_for_every_rate_applies_the_limits(db, cells, message):
+    from rating.store import validate_row
+
+    with pytest.raises(InvalidInput, match=message.replace("(", r"\(").replace(")", r"\)")):
+        validate_row(cells)
+
+
+def test_the_rate_limits_keep_a_long_call_exact_in_both_engines():
+    from rating import rate_limits as limits
+    from rating.money import MAX_SAFE_MICROS, to_micros
+    from rating.price import price
+
+    worst = Rate(
+        1, to_micros(limits.MAX_CONNECT), 0, to_micros(limits.MAX_RATE), limits.MAX_BLOCK_S
+    )
+    # a day-long call at a multiple of 10 (100000 in ten-thousandths)
+    assert price(86_400, 100_000, worst) <= MAX_SAFE_MICROS
+
+
+def stale_dimension_xlsx(tmp_path: Path, data_rows: int) -> Path:
+    """An XLSX whose <dimension> tag says A1:C3 whatever it holds (as some tools write it)."""
+    import re
+    import zipfile
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["dialprefix", "destination", "rateinitial"])
+    for n in range(data_rows):
+        sheet.append([f"00{n + 10}", f"Place {n}", 0.1])
+    fresh = tmp_path / "fresh.xlsx"
+    book.save(fresh)
+    path = tmp_path / "stale.xlsx"
+    with zipfile.ZipFile(fresh) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                data = re.sub(rb'<dimension ref="[^"]*"', b'<dimension ref="A1:C3"', data)
+            dst.writestr(item, data)
+    return path
+
+
+def test_an_xlsx_with_a_stale_dimension_tag_is_read_to_its_last_row(db, tmp_path):
+    path = stale_dimension_xlsx(tmp_path, 10)
+    booth = make_tenant(db)
+
+    report = import_rates(
+        db, Target("customer", booth.group.reseller_id, booth.group_id), rows_of(path)
+    )
+
+    assert (report.read, report.inserted) == (10, 10)
+
+
+def test_a_damaged_xls_is_a_clear_error(tmp_path):
+    book = xlwt.Workbook()
+    book.add_sheet("rates").write(0, 0, "dialprefix")
+    good = tmp_path / "good.xls"
+    book.save(str(good))
+    damaged = bytearray(good.read_bytes())
+    damaged[0x4C:0x50] = b"\x00\x00\x00\xa0"  # the first MSAT entry: a sector id < -4
+    path = tmp_path / "damaged.xls"
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(InvalidInput, match="not a readable XLS file"):
+        list(rows_of(path))
+
+
+def test_a_zip_bomb_is_refused_before_it_is_unpacked(tmp_path, monkeypatch):
+    path = stale_dimension_xlsx(tmp_path, 10)
+    monkeypatch.setattr(ratefiles, "XLSX_MAX_UNZIPPED_BYTES", 2_000)  # this one unpacks to more
+    with pytest.raises(InvalidInput, match="unpacks to"):
+        list(rows_of(path))
+
+
+def test_a_file_past_the_row_cap_is_refused(tmp_path):
+    path = write(tmp_path, "dialprefix,rateinitial\n" + "1,1\n" * 20)
+    with pytest.raises(InvalidInput, match="more than 10 rows"):
+        list(ratefiles.read_cells(path, max_rows=10))
+    assert len(list(ratefiles.read_cells(path, max_rows=21))) == 21

@@ -17,6 +17,7 @@ from rating.book import RedisRateBook
 from rating.engines import PriceQuery
 from rating.money import format_micros
 from rating.select import RateBook
+from tests.conftest import REDIS_SERVER
 from tests.rating_data import (
     SHARED_RATING,
     billsecs,
@@ -90,7 +91,7 @@ def test_the_operator_tools_reproduce_the_vector_files(engine, tmp_path):
     without_price = (
         "\n".join(",".join(line.split(",")[:-1]) for line in price_csv.strip().splitlines()) + "\n"
     )
-    env = {"REDIS_URL": "redis://127.0.0.1:6379/0", "PATH": "/usr/bin:/bin"}
+    env = {"REDIS_URL": REDIS_SERVER, "PATH": "/usr/bin:/bin"}
     priced = subprocess.run(
         [ASTERBILL, "rates", "price", "--engine", engine],
         input=without_price,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from ops.errors import InvalidInput
 from rating.book import RedisRateBook
 from schema import AccountGroup, Clid, CustomerRate, Reseller, migrate
 from schema.db import make_engine, session_factory
-from workers.provision import load_seed, provision_redis, seed
+from workers.provision import SEED_KEYS, load_seed, provision_redis, seed
 
 DEMO = Path(__file__).resolve().parents[1] / "ops" / "demo" / "seed.yaml"
 
@@ -149,3 +150,81 @@ def test_a_bad_account_seeds_nothing(factory, account, environ, message):
     with pytest.raises(InvalidInput, match=message), factory() as session, session.begin():
         seed(session, data, DEMO.parent, environ=environ)
     assert counts(factory) == (0, 0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (
+            "name: demo-shop\n",
+            "name: demo-shop\n        accountcode: shop1\n",
+            "group demo-shop: unknown key accountcode",
+        ),
+        (
+            '{clid: "8002", display: Booth 2}',
+            '{clid: "8002", display: Booth 2, accountcode: shop1}',
+            "clid 8002: unknown key accountcode",
+        ),
+        ("resellers:\n", "colour: blue\nresellers:\n", "the seed file: unknown key colour"),
+        (
+            "limit_type: prepaid\n    credit_limit",
+            "limit_type: prepaid\n    creditlimit: 5\n    credit_limit",
+            "reseller demo-reseller: unknown key creditlimit",
+        ),
+        (
+            "- table: callshop\n",
+            "- table: callshop\n    scope: x\n",
+            "rates entry: unknown key scope",
+        ),
+        (
+            '{clid: "8002", display: Booth 2}',
+            '{clid: "8002", display: Booth 2, kind: phonebox}',
+            "clid 8002: kind 'phonebox' is not one of booth, extension, card",
+        ),
+        (
+            'rateinitial: "0.15"',
+            'rateinitial: "0.15", connect: "0.1"',
+            r"rates \(customer\) row 2: unknown key connect",
+        ),
+    ],
+)
+def test_unknown_keys_are_refused_and_seed_nothing(factory, tmp_path, old, new, message):
+    bad = tmp_path / "bad.yaml"
+    text = DEMO.read_text()
+    assert old in text
+    bad.write_text(text.replace(old, new, 1))
+    with pytest.raises(InvalidInput, match=message), factory() as session, session.begin():
+        seed(session, load_seed(bad), tmp_path)
+    assert counts(factory) == (0, 0, 0, 0)
+
+
+def test_reseeding_keeps_a_booths_lock_and_deposit_when_the_file_leaves_them_out(factory):
+    data = load_seed(DEMO)
+    with factory() as session, session.begin():
+        seed(session, data, DEMO.parent)
+        booth = session.scalar(select(Clid).where(Clid.clid == "8001"))
+        booth.locked, booth.deposit = True, Decimal("5")  # set by an operator since
+    with factory() as session, session.begin():
+        seed(session, data, DEMO.parent)
+    with factory() as s:
+        booths = {c.clid: (c.locked, c.deposit) for c in s.scalars(select(Clid))}
+    assert booths["8001"] == (True, Decimal("5"))  # kept: the file does not say
+    assert booths["8005"] == (False, Decimal("2"))  # the file's deposit
+    assert booths["8002"] == (False, None)
+
+    unlocked = load_seed(DEMO)
+    unlocked["resellers"][0]["groups"][0]["clids"][0].update(locked=False, deposit=None)
+    with factory() as session, session.begin():
+        seed(session, unlocked, DEMO.parent)
+    with factory() as s:
+        assert s.scalar(select(Clid).where(Clid.clid == "8001")).locked is False
+        assert s.scalar(select(Clid.deposit).where(Clid.clid == "8001")) is None
+
+
+def test_docs_seed_md_describes_every_key_a_seed_file_may_use():
+    text = (DEMO.parents[2] / "docs" / "seed.md").read_text()
+    for kind, keys in SEED_KEYS.items():
+        missing = [k for k in sorted(keys) if f"`{k}`" not in text]
+        assert missing == [], f"docs/seed.md does not describe {kind} keys {missing}"
+    for kind in ("reseller", "group", "clid", "rates", "account"):
+        assert kind in text.lower()

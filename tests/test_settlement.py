@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 
 from lua.credit import Pricing
 from schema import AccountGroup, Cdr, Clid, Reseller
+from tests.conftest import REDIS_SERVER
 from tests.ledger import BUY, DE, OWNER, T0, place_calls
 from workers import reconcile
 from workers.settle import settle_all, settle_pending
@@ -164,7 +165,7 @@ def test_the_settle_command_sweeps_every_reseller(ledger, fresh_mysql_url, key_p
     place_calls(credit, payer, [10, 20, 70])
     env = {
         "DATABASE_URL": fresh_mysql_url,
-        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "REDIS_URL": REDIS_SERVER,
         "ASTERBILL_KEY_PREFIX": key_prefix,
     }
 
@@ -200,7 +201,7 @@ def test_reconcile_reports_drift_to_the_micro_unit(ledger, fresh_mysql_url, key_
         session.get(AccountGroup, payer.group_id).curcredit += Decimal("0.000001")
     env = {
         "DATABASE_URL": fresh_mysql_url,
-        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "REDIS_URL": REDIS_SERVER,
         "ASTERBILL_KEY_PREFIX": key_prefix,
     }
 

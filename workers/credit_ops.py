@@ -28,6 +28,7 @@ from ops.errors import InvalidInput
 from rating.money import parse_decimal, stored_micros, to_micros
 from schema import AccountGroup, Clid, CreditHistory, CreditOperation, Reseller
 from schema.base import LIMIT_TYPES
+from workers.credit_bounds import check_amount, check_balance
 
 log = logging.getLogger("asterbill.credit")
 
@@ -99,6 +100,7 @@ def record(session: Session, request: CreditRequest):
         row.locked = request.kind == "lock"
     elif request.kind == "set_deposit":
         row.deposit = amount
+    check_balance(request.level, request.target_id, before, row.curcredit)
     op = CreditOperation(
         op_id=request.op_id,
         level=request.level,
@@ -161,7 +163,12 @@ class _Pending:
 def apply_to_redis(factory, engine: CreditEngine, op: _Pending) -> bool:
     """Steps 2 and 3. False when Redis could not be reached (the reconciler retries)."""
     try:
-        engine.credit_op(op.reseller_id, op.op_id, op.kind, op.level, op.target_id, op.value)
+        # the row id as version: an older absolute value never lands over a newer one
+        outcome, _ = engine.credit_op(
+            op.reseller_id, op.op_id, op.kind, op.level, op.target_id, op.value, version=op.id
+        )
+        if outcome == "STALE":
+            log.info("credit op %s: a newer %s was applied first; skipped", op.op_id, op.kind)
     except CreditError as exc:
         if exc.code != "ERR_UNKNOWN_LEVEL":
             raise
@@ -216,6 +223,7 @@ def validate(r: CreditRequest) -> None:
             raise InvalidInput(f"{r.kind} needs an amount")
         parse_decimal(r.amount, 6, f"{r.kind} amount")
         to_micros(r.amount, f"{r.kind} amount")  # also within what Lua keeps exact
+        check_amount(r.kind, r.amount)
         if r.kind in ("charge", "refund") and r.amount == 0:
             raise InvalidInput(f"a {r.kind} of 0 changes nothing")
     if r.kind == "set_limit_type" and r.value not in LIMIT_TYPES:
@@ -234,3 +242,10 @@ def _owners(row, level: str) -> tuple[int, int | None, int | None]:
     if level == "group":
         return row.reseller_id, row.id, None
     return row.group.reseller_id, row.group_id, row.id
+
+
+def record_pending(session: Session, request: CreditRequest) -> _Pending:
+    """Step 1 inside a caller's larger transaction (e.g. a CDR corrected by `cdr-sync`);
+    the caller runs `apply_to_redis` on the result after its commit."""
+    op = record(session, request)[0]
+    return _Pending.of(session, op)

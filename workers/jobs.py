@@ -8,7 +8,8 @@ thousand times a second makes one job, and that job settles everything waiting i
 backlog is shared fairly between resellers; the next request (the listener's, or the
 reconciler's sweep) goes on.
 Failures are retried with backoff, then kept in RQ's failed registry, where the reconciler
-requeues them while calls are still waiting.
+requeues them while calls are still waiting. A running job holds a lease (workers/recovery):
+a job whose worker was killed is handed back within seconds, not after its timeout.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ log = logging.getLogger("asterbill.jobs")
 
 BATCH = 2000
 BUDGET_S = 20.0
-JOB_TIMEOUT_S = 120  # an abandoned job (its worker killed) is retried after this
+# The budget plus one slow batch: a job stuck longer (MySQL stopped) is failed and retried.
+# An abandoned job (its worker killed) does not wait for it: its lease says so in seconds.
+JOB_TIMEOUT_S = 60
 RETRY = Retry(max=5, interval=[1, 2, 5, 10, 30])
 
 
@@ -66,18 +69,25 @@ def request_settlement(queue: Queue, reseller_id: int) -> bool:
 def settle_reseller(reseller_id: int) -> dict:
     """The job: settle the reseller's waiting calls until none is left or the budget is
     spent. Raises (so RQ retries it) when MySQL fails; the calls stay in Redis."""
+    from rq import get_current_job
+
+    from workers.recovery import JobLease
+
     settings = load_settings()
     credit = _credit(settings.redis_url, settings.key_prefix)
     total = SettleReport()
     deadline = time.monotonic() + BUDGET_S
+    job = get_current_job()
+    queue = settle_queue(credit.client, settings.key_prefix)
     try:
         factory = _factory(settings.database_url)
-        while True:
-            report = settle_pending(factory, credit, reseller_id, BATCH)
-            total.written += report.written
-            total.already += report.already
-            if report.written + report.already < BATCH or time.monotonic() > deadline:
-                return {"written": total.written, "already": total.already}
+        with JobLease(queue, reseller_id, job.id if job is not None else None):
+            while True:
+                report = settle_pending(factory, credit, reseller_id, BATCH)
+                total.written += report.written
+                total.already += report.already
+                if report.written + report.already < BATCH or time.monotonic() > deadline:
+                    return {"written": total.written, "already": total.already}
     except Exception as exc:
         _log_waiting(credit, reseller_id, exc)
         raise
@@ -118,6 +128,7 @@ def _factory(database_url: str):
 
 # -- rate deck imports (the back office's large files) ------------------------------------
 PROGRESS_EVERY = 5000
+PREVIEW_ROWS = 10
 
 
 def import_queue(connection: redis.Redis, key_prefix: str) -> Queue:
@@ -126,11 +137,19 @@ def import_queue(connection: redis.Redis, key_prefix: str) -> Queue:
 
 
 def import_rate_deck(
-    path: str, mapping: dict, table: str, reseller_id: int, group_id: int, replace: bool
+    path: str,
+    mapping: dict,
+    table: str,
+    reseller_id: int,
+    group_id: int,
+    replace: bool,
+    dry_run: bool = False,
+    max_rows: int | None = None,
 ) -> dict:
     """The job: the same all-or-nothing import as `asterbill rates import`, then the Redis
     sync of the scope. `job.meta` says how many rows were read; a bad file is a result
-    (the errors), not a failure to retry."""
+    (the errors), not a failure to retry. A dry run writes nothing, keeps the file for the
+    import that follows, and returns the first rows as a preview."""
     from pathlib import Path
 
     from rq import get_current_job
@@ -153,14 +172,36 @@ def import_rate_deck(
                 job.save_meta()
             yield row
 
+    preview: list = []
+
+    def kept(rows):
+        for number, cells in rows:
+            if len(preview) < PREVIEW_ROWS:
+                preview.append([number, cells])
+            yield number, cells
+
     try:
-        rows = ratefiles.mapped_rows(ratefiles.read_cells(Path(path)), mapping)
-        with factory() as session, session.begin():
-            report = import_rates(session, target, counted(rows), replace=replace)
-        with factory() as session:
-            sync_scope(session, RedisRateBook(credit.client, credit.keys), target)
+        rows = ratefiles.mapped_rows(ratefiles.read_cells(Path(path), max_rows=max_rows), mapping)
+        if dry_run:
+            with factory() as session:
+                try:
+                    report = import_rates(session, target, kept(counted(rows)), replace=replace)
+                finally:
+                    session.rollback()  # a dry run writes nothing
+        else:
+            with factory() as session, session.begin():
+                report = import_rates(session, target, counted(rows), replace=replace)
+            with factory() as session:
+                sync_scope(session, RedisRateBook(credit.client, credit.keys), target)
     except InvalidInput as exc:
-        return {"error": str(exc)}
+        return {"error": str(exc), "dry_run": dry_run, "preview": preview}
     finally:
-        Path(path).unlink(missing_ok=True)
-    return {"inserted": report.inserted, "updated": report.updated}
+        if not dry_run:
+            Path(path).unlink(missing_ok=True)
+    return {
+        "inserted": report.inserted,
+        "updated": report.updated,
+        "read": report.read,
+        "dry_run": dry_run,
+        "preview": preview,
+    }

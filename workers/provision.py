@@ -28,8 +28,20 @@ from rating.money import parse_decimal, stored_micros, to_multiple
 from rating.store import Target, import_rates, sync_all
 from schema import Account, AccountGroup, Clid, Reseller
 from schema.base import LIMIT_TYPES
+from schema.tenants import CLID_KINDS
 
 LEVEL_FIELDS = ("limit_type", "credit_limit")
+# Every key a seed file may use, per entry (docs/seed.md); any other key is refused.
+SEED_KEYS = {
+    "file": {"resellers", "rates", "accounts"},
+    "reseller": {"name", "multiple", "groups", *LEVEL_FIELDS},
+    "group": {"name", "title", "tagline", "customer_multiple", "group_multiple", "clids"}
+    | set(LEVEL_FIELDS),
+    "clid": {"clid", "display", "kind", "locked", "deposit", *LEVEL_FIELDS},
+    "rates": {"table", "reseller", "group", "file", "map", "rows"},
+    "rate": set(ratefiles.FIELDS),
+    "account": {"username", "role", "reseller", "group", "password_env", "password"},
+}
 
 
 def load_seed(path: Path) -> dict:
@@ -48,7 +60,9 @@ def seed(
     """Create or update the tree in `data`; returns counts. InvalidInput names the entry.
     `environ` (default: the process environment) holds the accounts' passwords."""
     counts = {"resellers": 0, "groups": 0, "clids": 0, "rates": 0, "accounts": 0}
+    _known_keys(data, "file", "the seed file")
     for r in data.get("resellers") or []:
+        _known_keys(r, "reseller", f"reseller {r.get('name', '?') if isinstance(r, dict) else r}")
         reseller = _upsert(session, Reseller, "name", _text(r, "name", "reseller"))
         _level(reseller, r, f"reseller {reseller.name}")
         if "multiple" in r:
@@ -56,6 +70,7 @@ def seed(
         counts["resellers"] += 1
         for g in r.get("groups") or []:
             name = _text(g, "name", "group")
+            _known_keys(g, "group", f"group {name}")
             group = _upsert(session, AccountGroup, "name", name, reseller=reseller)
             if group.reseller_id not in (None, reseller.id) and group.reseller is not reseller:
                 raise InvalidInput(f"group {name} belongs to another reseller")
@@ -69,6 +84,7 @@ def seed(
             counts["groups"] += 1
             for c in g.get("clids") or []:
                 number = _text(c, "clid", f"clid of group {name}")
+                _known_keys(c, "clid", f"clid {number}")
                 clid = session.scalar(select(Clid).where(Clid.clid == number))
                 if clid is None:
                     clid = Clid(clid=number, pin=_new_pin(session), group=group)
@@ -76,19 +92,33 @@ def seed(
                 clid.group = group
                 clid.display = str(c.get("display", clid.display or number))[:60]
                 clid.kind = str(c.get("kind", clid.kind or "booth"))
-                clid.locked = bool(c.get("locked", False))
-                deposit = c.get("deposit")
-                clid.deposit = (
-                    None
-                    if deposit is None
-                    else parse_decimal(str(deposit), 6, f"deposit of clid {number}")
-                )
+                if clid.kind not in CLID_KINDS:
+                    raise InvalidInput(
+                        f"clid {number}: kind {clid.kind!r} is not one of {', '.join(CLID_KINDS)}"
+                    )
+                # Left out, `locked` and `deposit` keep what the booth has (an operator's
+                # lock or deposit survives a re-seed); a new booth starts unlocked, no deposit.
+                if "locked" in c:
+                    if not isinstance(c["locked"], bool):
+                        raise InvalidInput(f"clid {number}: locked must be true or false")
+                    clid.locked = c["locked"]
+                elif clid.locked is None:
+                    clid.locked = False
+                if "deposit" in c:
+                    deposit = c["deposit"]
+                    clid.deposit = (
+                        None
+                        if deposit is None
+                        else parse_decimal(str(deposit), 6, f"deposit of clid {number}")
+                    )
                 _level(clid, c, f"clid {number}")
                 counts["clids"] += 1
     session.flush()
     for entry in data.get("rates") or []:
+        _known_keys(entry, "rates", "rates entry")
         counts["rates"] += _seed_rates(session, entry, base_dir)
     for entry in data.get("accounts") or []:
+        _known_keys(entry, "account", f"account {entry.get('username', '?')}")
         _seed_account(session, entry, os.environ if environ is None else environ)
         counts["accounts"] += 1
     return counts
@@ -159,6 +189,8 @@ def _seed_rates(session: Session, entry: dict, base_dir: Path) -> int:
             ratefiles.read_cells(base_dir / entry["file"]), entry.get("map") or {}
         )
     else:
+        for n, row in enumerate(entry.get("rows") or [], start=1):
+            _known_keys(row, "rate", f"rates ({table}) row {n}")
         rows = (
             (n, {k: str(v) for k, v in row.items()})
             for n, row in enumerate(entry.get("rows") or [], start=1)
@@ -219,6 +251,19 @@ def _level(row, spec: dict, what: str) -> None:
     row.limit_type = limit_type
     if "credit_limit" in spec:
         row.creditlimit = parse_decimal(str(spec["credit_limit"]), 6, f"{what} credit_limit")
+
+
+def _known_keys(spec, kind: str, what: str) -> None:
+    """Refuse keys a seed entry does not have (a typo, or `accountcode` on a group or a
+    booth): silently ignored, they would leave the tenant other than the file says."""
+    if not isinstance(spec, dict):
+        raise InvalidInput(f"{what}: expected a mapping of keys, got {spec!r}")
+    unknown = sorted(set(map(str, spec)) - SEED_KEYS[kind])
+    if unknown:
+        raise InvalidInput(
+            f"{what}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+            f"(a {kind} entry has: {', '.join(sorted(SEED_KEYS[kind]))}; see docs/seed.md)"
+        )
 
 
 def _text(spec: dict, key: str, what: str) -> str:

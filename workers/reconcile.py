@@ -20,7 +20,14 @@ from sqlalchemy.orm import Session
 from lua.credit import CreditEngine, CreditError, parse_call_state
 from lua.keys import Keys
 from rating.money import format_micros, stored_micros
-from schema import AccountGroup, Cdr, Clid, CreditOperation, Reseller
+from schema import AccountGroup, Cdr, Clid, CreditOperation, DeadLetter, Reseller
+from workers.reconcile_levels import (
+    Finding,
+    configuration,
+    over_limits,
+    pending_attributes,
+    phantom_calls,
+)
 from workers.settle import EndedCall
 
 LEVELS = (
@@ -46,24 +53,19 @@ class Drift:
         )
 
 
-def check(session: Session, engine: CreditEngine | None = None) -> list[Drift]:
+def check(session: Session, engine: CreditEngine | None = None) -> list[Drift | Finding]:
     drifts: list[Drift] = []
     pending = _redis_pending(engine) if engine is not None else {}
     moved, unapplied = _credit_operations(session)
+    pending_config = pending_attributes(session)
     for name, model, column, own in LEVELS:
-        sums = {
-            row[0]: [0 if v is None else stored_micros(v) for v in row[1:]]
-            for row in session.execute(
-                select(
-                    column,
-                    func.sum(Cdr.credit),
-                    func.sum(Cdr.callshop_credit),
-                    func.sum(Cdr.reseller_credit),
-                )
-                .where(column.is_not(None))
-                .group_by(column)
-            )
-        }
+        sums = _price_sums(session, Cdr, column)
+        # dead letters (calls that could not be CDRs) carry their prices like CDRs
+        dead_column = getattr(DeadLetter, column.key)
+        for level_id, prices in _price_sums(session, DeadLetter, dead_column).items():
+            sums[level_id] = [
+                a + b for a, b in zip(sums.get(level_id, [0, 0, 0]), prices, strict=True)
+            ]
         for level in session.scalars(select(model)):
             cdr = sums.get(level.id, [0, 0, 0])
             cur = stored_micros(level.curcredit)
@@ -80,6 +82,7 @@ def check(session: Session, engine: CreditEngine | None = None) -> list[Drift]:
                     Drift(name, level.id, "MySQL lifetime totals (sum)", sum(cdr), sum(totals))
                 )
             if engine is None:
+                drifts.extend(over_limits(name, level, None))
                 continue
             reseller_id = (
                 level.id
@@ -88,13 +91,17 @@ def check(session: Session, engine: CreditEngine | None = None) -> list[Drift]:
             )
             expected = cur + pending.get((name, level.id), 0)
             try:
-                used = engine.level(reseller_id, name, level.id).used
+                state = engine.level(reseller_id, name, level.id)
             except CreditError:
                 # Not in Redis. Harmless while MySQL says 0 (provisioning starts it from
                 # MySQL); otherwise Redis lost it: `reconcile --repair`.
                 if expected:
                     drifts.append(Drift(name, level.id, "Redis used (level missing)", expected, 0))
+                drifts.extend(over_limits(name, level, None))
                 continue
+            used = state.used
+            drifts.extend(configuration(name, level, state, pending_config))
+            drifts.extend(over_limits(name, level, state))
             waiting = unapplied.get((name, level.id), [])
             if waiting:
                 known = engine.client.hmget(
@@ -103,12 +110,33 @@ def check(session: Session, engine: CreditEngine | None = None) -> list[Drift]:
                 expected -= sum(m for (_, m), k in zip(waiting, known, strict=True) if k is None)
             if used != expected:
                 drifts.append(Drift(name, level.id, "Redis used", expected, used))
+    if engine is not None:
+        drifts.extend(phantom_calls(engine))
     return drifts
+
+
+def _price_sums(session: Session, model, column) -> dict[int, list[int]]:
+    """Per level id: the sums of the customer, callshop and reseller prices of `model`."""
+    return {
+        row[0]: [0 if v is None else stored_micros(v) for v in row[1:]]
+        for row in session.execute(
+            select(
+                column,
+                func.sum(model.credit),
+                func.sum(model.callshop_credit),
+                func.sum(model.reseller_credit),
+            )
+            .where(column.is_not(None))
+            .group_by(column)
+        )
+    }
 
 
 def _credit_operations(session: Session):
     """Per level: refunds - charges (micro-units), and the money operations that Redis may
     not have yet: (op id, refund - charge) of those with `applied_at` NULL."""
+    from workers.cdr_sync import OP_PREFIX as CDR_SYNC_OP_PREFIX  # (a leaf: no cycle)
+
     money = CreditOperation.kind.in_(("charge", "refund"))
     moved: dict[tuple[str, int], int] = defaultdict(int)
     for level, target_id, kind, total in session.execute(
@@ -118,7 +146,8 @@ def _credit_operations(session: Session):
             CreditOperation.kind,
             func.sum(CreditOperation.amount),
         )
-        .where(money)
+        # cdr-sync's corrections are already in the corrected CDR prices (workers/cdr_sync.py)
+        .where(money, ~CreditOperation.op_id.startswith(CDR_SYNC_OP_PREFIX))
         .group_by(CreditOperation.level, CreditOperation.target_id, CreditOperation.kind)
     ):
         moved[(level, target_id)] += stored_micros(total) * (1 if kind == "refund" else -1)
@@ -161,7 +190,7 @@ def open_call_amounts(client, keys: Keys, reseller_id: int) -> dict[tuple[str, i
             out[level]["used"] += paid[i]
         out[("clid", clid)]["unbilled"] += paid[0]
     for call_id, record in client.hgetall(keys.ended(reseller_id)).items():
-        c = EndedCall.parse(call_id.decode(), reseller_id, record.decode(), None)
+        c = EndedCall.read(call_id.decode(), reseller_id, record.decode(), None)
         levels = (("clid", c.clid_id), ("group", c.group_id), ("reseller", reseller_id))
         for i, level in enumerate(levels):
             out[level]["used"] += c.prices[i]

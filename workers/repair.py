@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from lua.credit import CreditEngine
 from rating.book import RedisRateBook
 from rating.money import stored_micros
-from schema import AccountGroup, Cdr, Clid, CreditOperation, Reseller
+from schema import AccountGroup, Cdr, Clid, CreditOperation, DeadLetter, Reseller
 from workers.provision import provision_redis
 from workers.reconcile import open_call_amounts
 
@@ -48,6 +48,13 @@ def repair(session: Session, credit: CreditEngine, book: RedisRateBook) -> Repai
             .group_by(Cdr.clid_id)
         ).all()
     )
+    # a dead letter's customer price is still owed at the booth (not checked out)
+    for clid_id, amount in session.execute(
+        select(DeadLetter.clid_id, func.sum(DeadLetter.credit))
+        .where(DeadLetter.clid_id.is_not(None))
+        .group_by(DeadLetter.clid_id)
+    ):
+        unbilled[clid_id] = (unbilled.get(clid_id) or 0) + amount
     ops_by_reseller = _operations_by_reseller(session)
     for reseller in session.scalars(select(Reseller)):
         levels = {("reseller", reseller.id): reseller}

@@ -13,17 +13,18 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import case, insert, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, StatementError
 from sqlalchemy.orm import Session
 
 from lua.credit import CreditEngine
-from rating.money import from_micros
-from schema import AccountGroup, Cdr, Clid, Reseller
+from rating.money import from_micros, stored_micros
+from schema import AccountGroup, Cdr, Clid, DeadLetter, Reseller
+from workers.bounds import UnwritableCall, bounded, call_key, raw_text
 
 log = logging.getLogger("asterbill.settle")
 LEG = "booth"
@@ -44,6 +45,9 @@ class EndedCall:
     rate_ids: tuple[int, int, int]
     cut: bool
     meta: dict
+    raw_record: str = ""  # as Redis had them: kept by a dead letter
+    raw_meta: str = ""
+    problem: str = ""  # why it cannot be read (a dead letter then)
 
     @property
     def answered(self) -> bool:
@@ -64,13 +68,33 @@ class EndedCall:
             (v[8], v[9], v[10]),
             v[11] == 1,
             json.loads(meta) if meta else {},
+            record,
+            meta or "",
         )
+
+    @classmethod
+    def read(cls, call_id: str, reseller_id: int, record: str, meta: str | None) -> EndedCall:
+        """`parse`, but a record or meta that cannot be read gives a call with a `problem`
+        (a dead letter) instead of an error that would stop the whole batch."""
+        try:
+            call = cls.parse(call_id, reseller_id, record, meta)
+            if not isinstance(call.meta, dict):
+                raise ValueError("meta is not a JSON object")
+            return call
+        except (ValueError, IndexError, TypeError, RecursionError) as exc:
+            problem = f"unreadable record: {type(exc).__name__}: {exc}"
+        try:
+            call = cls.parse(call_id, reseller_id, record, None)  # the prices, if readable
+        except (ValueError, IndexError):
+            call = cls(call_id, reseller_id, 0, 0, 0, 0, 0, (0, 0, 0), (0, 0, 0), False, {})
+        return replace(call, raw_record=record, raw_meta=meta or "", problem=problem)
 
 
 @dataclass
 class SettleReport:
     written: int = 0
     already: int = 0
+    dead: int = 0  # dead letters written (counted in `written` too: they left Redis)
 
 
 def read_ended(engine: CreditEngine, reseller_id: int, limit: int | None = 1000) -> list[EndedCall]:
@@ -86,7 +110,7 @@ def read_ended(engine: CreditEngine, reseller_id: int, limit: int | None = 1000)
     records = client.hmget(keys.ended(reseller_id), ids)
     metas = client.hmget(keys.meta(reseller_id), ids)
     return [
-        EndedCall.parse(i, reseller_id, r.decode(), m.decode() if m else None)
+        EndedCall.read(i, reseller_id, r.decode(), m.decode() if m else None)
         for i, r, m in zip(ids, records, metas, strict=True)
         if r is not None
     ]
@@ -104,14 +128,111 @@ def settle(session: Session, calls: list[EndedCall]) -> SettleReport:
     # worker racing another on the same calls fails on it, rolls back, retries, and then
     # finds them here.
     existing = settled_ids(session, ids)
+    add_rate_memos(session, calls)
     fresh = [c for c in calls if c.call_id not in existing]
     report.already = len(calls) - len(fresh)
+    # A second, different record of a settled call (Redis lost the end with the last second
+    # of its append-only file and billed the call on): Redis charged its prices, so they are
+    # kept as a dead letter for review instead of vanishing from the ledger.
+    second = differing_records(session, [c for c in calls if c.call_id in existing])
+    if second:
+        write_dead_letters(session, second, key=second_key)
+        add_to_balances(session, [c for c, _ in second])
+        report.dead += len(second)
     if not fresh:
         return report
-    session.execute(insert(Cdr.__table__), [cdr_row(c) for c in fresh])
+    rows, dead = [], []
+    for c in fresh:
+        try:
+            if c.problem:
+                raise UnwritableCall(c.problem)
+            rows.append(bounded(cdr_row(c)))
+        except (ValueError, OverflowError, TypeError, KeyError) as exc:
+            dead.append((c, f"{type(exc).__name__}: {exc}"))
+    if rows:
+        session.execute(insert(Cdr.__table__), rows)
+    if dead:
+        write_dead_letters(session, dead)
     add_to_balances(session, fresh)
     report.written = len(fresh)
+    report.dead = len(dead)
     return report
+
+
+def differing_records(session: Session, calls: list[EndedCall]) -> list[tuple[EndedCall, str]]:
+    """Those of `calls` (all settled before) whose prices differ from their CDR's, with
+    the reason; a record already kept as a dead letter is not kept twice."""
+    if not calls:
+        return []
+    cdrs = {
+        (u if leg == LEG else f"{u}:{leg}"): (billsec, prices)
+        for u, leg, billsec, *prices in session.execute(
+            select(
+                Cdr.uniqueid,
+                Cdr.leg,
+                Cdr.billsec,
+                Cdr.credit,
+                Cdr.callshop_credit,
+                Cdr.reseller_credit,
+            ).where(Cdr.uniqueid.in_({split_call_id(c.call_id)[0] for c in calls}))
+        )
+    }
+    out = []
+    for c in calls:
+        if c.call_id not in cdrs:
+            continue  # a dead letter already
+        billsec, prices = cdrs[c.call_id]
+        if [stored_micros(p) for p in prices] == list(c.prices):
+            continue  # the same call again: nothing to add
+        out.append(
+            (
+                c,
+                f"second record of a settled call: its CDR has billsec {billsec}, prices "
+                f"{'/'.join(str(p) for p in prices)}; this one billsec {c.billsec}, prices "
+                f"{'/'.join(str(from_micros(p)) for p in c.prices)} (charged live by Redis)",
+            )
+        )
+    keys = {second_key(c): (c, why) for c, why in out}
+    if keys:
+        kept = set(
+            session.scalars(select(DeadLetter.call_key).where(DeadLetter.call_key.in_(keys)))
+        )
+        out = [v for k, v in keys.items() if k not in kept]
+    return out
+
+
+def second_key(c: EndedCall) -> str:
+    """A second record's dead-letter key: the call id and the record (a replay of the same
+    record is the same dead letter)."""
+    return call_key(f"{c.call_id}\n{c.raw_record}")
+
+
+def write_dead_letters(session: Session, dead: list[tuple[EndedCall, str]], key=None) -> None:
+    """Calls that cannot be CDRs: their raw data and error, flagged for review. Their
+    prices go to the balances with the batch (Redis charged them live)."""
+    for c, error in dead:
+        log.error("call %.80s of reseller %d is a dead letter: %s", c.call_id, c.reseller_id, error)
+    session.execute(
+        insert(DeadLetter.__table__),
+        [
+            {
+                "call_key": (key or (lambda c: call_key(c.call_id)))(c),
+                "call_id": c.call_id[:255],
+                "reseller_id": c.reseller_id or None,
+                "group_id": c.group_id or None,
+                "clid_id": c.clid_id or None,
+                "credit": from_micros(c.prices[0]),
+                "callshop_credit": from_micros(c.prices[1]),
+                "reseller_credit": from_micros(c.prices[2]),
+                "raw_record": raw_text(c.raw_record),
+                "raw_meta": raw_text(c.raw_meta),
+                "error": raw_text(error),
+                "needs_review": True,
+                "created_at": datetime.now(UTC).replace(tzinfo=None),
+            }
+            for c, error in dead
+        ],
+    )
 
 
 def cdr_row(c: EndedCall) -> dict:
@@ -143,6 +264,8 @@ def cdr_row(c: EndedCall) -> dict:
         "hangup_cause": m.get("hangup_cause"),
         "hangup_cause_text": (m.get("hangup_cause_text") or "")[:64],
         "destination": (m.get("destination") or "")[:100],
+        "rated_number": str(m.get("rated_number") or "")[:80],
+        "rate_memo": m.get("rate_memo", ""),  # add_rate_memos
         "customer_rate_id": c.rate_ids[0] or None,
         "callshop_rate_id": c.rate_ids[1] or None,
         "reseller_rate_id": c.rate_ids[2] or None,
@@ -152,6 +275,29 @@ def cdr_row(c: EndedCall) -> dict:
         "review_reason": ",".join(flags)[:64],
         "settled_at": datetime.now(UTC).replace(tzinfo=None),
     }
+
+
+def add_rate_memos(session: Session, calls: list[EndedCall]) -> None:
+    """Each call's meta gets its `rate_memo` (rating/memo.py): the rates the listener
+    priced it with (meta `rates`), each with the dial prefix of its row (the listener knows
+    the numbers, not the prefix they were found by), only for the levels a rate priced (the
+    ended record's rate ids: unpaid calls have none). One query per rate table per batch."""
+    from rating.memo import rate_memo, with_prefix
+    from rating.store import MODELS  # the SQL rate models
+
+    for index, model in enumerate(MODELS.values()):
+        ids = {c.rate_ids[index] for c in calls if c.rate_ids[index]}
+        if not ids:
+            continue
+        query = select(model.id, model.dialprefix).where(model.id.in_(ids))
+        found = {rate_id: prefix for rate_id, prefix in session.execute(query)}
+        for c in calls:
+            with_prefix(c.meta, index, found.get(c.rate_ids[index]))
+    for c in calls:
+        if isinstance(c.meta, dict):
+            rates = c.meta.get("rates") or []
+            priced = [r if i else None for r, i in zip(rates, c.rate_ids, strict=False)]
+            c.meta["rate_memo"] = rate_memo(priced)
 
 
 def split_call_id(call_id: str) -> tuple[str, str]:
@@ -170,6 +316,11 @@ def settled_ids(session: Session, call_ids: list[str]) -> set[str]:
         )
     )
     found = {u if leg == LEG else f"{u}:{leg}" for u, leg in rows}
+    by_key = {call_key(i): i for i in call_ids}
+    found |= {
+        by_key[k]
+        for k in session.scalars(select(DeadLetter.call_key).where(DeadLetter.call_key.in_(by_key)))
+    }
     return found & wanted
 
 
@@ -247,15 +398,52 @@ def settle_pending(
             log.warning(
                 "settlement of %d calls retried (%s)", len(calls), str(exc.orig).splitlines()[0]
             )
+        except (DBAPIError, StatementError) as exc:
+            if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+                raise
+            # MySQL refused something of one call the bounds did not foresee: settle the
+            # calls one by one, so only that call becomes a dead letter.
+            log.warning("batch of %d calls refused (%s): one by one", len(calls), _first(exc))
+            report = settle_one_by_one(factory, calls)
+            break
     forget_settled(engine, reseller_id, [c.call_id for c in calls])
     if calls:
         log.info(
-            "reseller %d: %d CDRs written, %d already settled",
+            "reseller %d: %d CDRs written, %d already settled%s",
             reseller_id,
-            report.written,
+            report.written - report.dead,
             report.already,
+            f", {report.dead} dead letter(s)" if report.dead else "",
         )
     return report
+
+
+def settle_one_by_one(factory, calls: list[EndedCall]) -> SettleReport:
+    """Each call in its own transaction; one MySQL refuses becomes a dead letter."""
+    report = SettleReport()
+    for c in calls:
+        try:
+            with factory() as session, session.begin():
+                one = settle(session, [c])
+        except (IntegrityError, OperationalError):
+            raise  # the server, or another worker: the whole job retries
+        except (DBAPIError, StatementError) as exc:
+            if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+                raise
+            with factory() as session, session.begin():
+                if settled_ids(session, [c.call_id]):
+                    continue
+                write_dead_letters(session, [(c, _first(exc))])
+                add_to_balances(session, [c])
+            one = SettleReport(written=1, dead=1)
+        report.written += one.written
+        report.already += one.already
+        report.dead += one.dead
+    return report
+
+
+def _first(exc: Exception) -> str:
+    return str(getattr(exc, "orig", None) or exc).splitlines()[0][:2000]
 
 
 def _at(ms: int) -> datetime:
