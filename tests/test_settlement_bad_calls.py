@@ -23,6 +23,12 @@ def place(credit, payer, call_id, meta: dict, billsec=61):
     credit.end(call_id, payer.reseller_id, T0 + billsec * 1000 + 300, billsec)
 
 
+def lose_done_memory(credit, payer, call_id):
+    """What a Redis that lost the last second of its append-only file forgets with a call's
+    end: its place in the settled-call memory (`done`), which refuses replays by itself."""
+    credit.client.zrem(credit.keys.done(payer.reseller_id), call_id)
+
+
 def poison_batch(credit, payer):
     place_calls(credit, payer, [30, 90])  # call-0, call-1: good
     place(
@@ -62,7 +68,8 @@ def test_a_batch_with_bad_calls_settles_the_others_and_keeps_the_bad_ones(ledger
     assert curcredit * 10**6 == used
     with factory() as session:
         assert reconcile.check(session, credit) == []
-    # a replay of the same calls changes nothing
+    # a replay of the same calls changes nothing, even once Redis forgot it had ended
+    lose_done_memory(credit, payer, LONG_ID)
     place(credit, payer, LONG_ID, {})
     again = settle_pending(factory, credit, payer.reseller_id)
     assert (again.written, again.already) == (0, 1)
@@ -110,6 +117,7 @@ def test_a_second_different_record_of_a_settled_call_keeps_its_money_for_review(
     factory, credit, payer = ledger
     place(credit, payer, "twice", {}, billsec=7)
     settle_pending(factory, credit, payer.reseller_id)
+    lose_done_memory(credit, payer, "twice")
     place(credit, payer, "twice", {}, billsec=109)  # the same call id, billed on
     used = credit.level(payer.reseller_id, "clid", payer.clid_id).used
 
@@ -124,6 +132,7 @@ def test_a_second_different_record_of_a_settled_call_keeps_its_money_for_review(
         assert session.get(Clid, payer.clid_id).curcredit * 10**6 == used
         assert reconcile.check(session, credit) == []
     # the same second record again changes nothing
+    lose_done_memory(credit, payer, "twice")
     place(credit, payer, "twice", {}, billsec=109)
     settle_pending(factory, credit, payer.reseller_id)
     with factory() as session:
