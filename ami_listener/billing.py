@@ -85,11 +85,75 @@ class Biller:
         self.refused: dict[str, str] = {}  # call id -> why it is not billed (until it ends)
         self.unbilled_calls = 0  # ended calls nobody paid for (unanswered, refused, unknown)
         self.to_settle: set[int] = set()  # resellers with calls ended since the last request
+        self.dialled: dict[str, int] = {}  # call id -> the tag of its `dialled` entry
 
     def on_dialed(self, call: Call, blind: bool = False) -> HangupRequest | None:
         """`blind`: the dial was let through while Redis was down (policy `continue`) and is
         billed now: a refusal for credit no longer stops it (it is flagged), and a hang-up
         is asked for only if the call is still up."""
+        request = self._admit(call, blind)
+        self._note_dialled(call)
+        return request
+
+    def _note_dialled(self, call: Call) -> None:
+        """Every dialled call is written to Redis (`{rR}:dialled`, R = 0 for an unknown
+        payer) until it has ended, so that a listener that dies meanwhile loses none: the
+        next one records those that ended while nobody listened (`stale_dialled`)."""
+        billed = self.billed.get(call.call_id)
+        payer = billed.payer if billed else self.engine.find_payer(call.payer_key)
+        reseller = payer.reseller_id if payer else 0
+        info = json.loads(self._describe(call, [], ""))
+        info["payer"] = [payer.reseller_id, payer.group_id, payer.clid_id] if payer else None
+        self.dialled[call.call_id] = reseller
+        self.engine.client.hset(
+            self._dialled_key(reseller), call.call_id, json.dumps(info, separators=(",", ":"))
+        )
+
+    def closed(self, call: Call) -> None:
+        """The call's end is written (billed or recorded): it needs no rescue any more."""
+        reseller = self.dialled.pop(call.call_id, None)
+        if reseller is not None:
+            self.engine.client.hdel(self._dialled_key(reseller), call.call_id)
+
+    def _dialled_key(self, reseller_id: int) -> str:
+        return f"{self.engine.keys.tag(reseller_id)}:dialled"
+
+    def stale_dialled(self, live_uniqueids: set[str], known: set[str], now_ms: int) -> int:
+        """After a (re)start: dialled calls a dead listener wrote that nobody follows, are
+        not billing in Redis (`orphans` has those) and are not up any more (the snapshot
+        adopts those): they ended while nobody listened, their answer unseen. Recorded at
+        cost 0, flagged `ended_while_listener_down`, never as free answered calls. Returns
+        how many."""
+        last_alive = self.last_alive_ms() or now_ms
+        count = 0
+        pattern = f"{self.engine.keys.prefix}:{{r*}}:dialled"
+        for key in list(self.engine.client.scan_iter(match=pattern, count=1000)):
+            key = key.decode() if isinstance(key, bytes) else key
+            reseller = int(key[len(self.engine.keys.prefix) + 3 :].split("}", 1)[0])
+            for raw_id, text in self.engine.client.hgetall(key).items():
+                call_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+                uniqueid = call_id.partition(":")[0].partition("#")[0]
+                if call_id in known or call_id in self.billed or uniqueid in live_uniqueids:
+                    continue
+                if self.engine.client.hexists(self.engine.keys.calls(reseller), call_id):
+                    continue  # answered and billing: `orphans` ends it
+                if self.settings.unanswered == "drop":  # unbilled calls are not recorded
+                    self.engine.client.hdel(key, call_id)
+                    continue
+                info = json.loads(text)
+                payer = Payer(*info["payer"]) if info.get("payer") else None
+                info.update(review="ended_while_listener_down", disposition="FAILED")
+                dialed_ms = int(info.get("dialed_us") or 0) // 1000
+                until = max(min(now_ms, last_alive), dialed_ms)
+                self.engine.record_unpaid(
+                    call_id, payer, dialed_ms, 0, until, 0, json.dumps(info, separators=(",", ":"))
+                )
+                self.engine.client.hdel(key, call_id)
+                self.to_settle.add(reseller)
+                count += 1
+        return count
+
+    def _admit(self, call: Call, blind: bool) -> HangupRequest | None:
         number = strip_number(call.number, self.settings.strip_prefixes)
         payer_key, flags = call.payer_key, []
         if self._is_inbound(call):
@@ -116,6 +180,14 @@ class Biller:
             if blind:
                 self.billed[call.call_id].flags.append(policy.FLAG)
             self.channels[call.call_id] = call.channel
+            return None
+        if call.ended_us is not None and reason in HANG_UP_AT_DIAL and payer and pricing:
+            # A call that already happened (known only by its Cdr): nobody could stop it,
+            # so what Asterisk says it talked is billed, and flagged with why it would
+            # have been refused.
+            self.billed[call.call_id] = Billed(
+                payer, pricing, flags=[str(reason).lower()], could_not_cut=True
+            )
             return None
         self.refused[call.call_id] = str(reason or "DENIED").lower()
         if reason == Deny.UNKNOWN_PAYER:
@@ -294,8 +366,11 @@ class Biller:
     def orphans(self, live_uniqueids: set[str], known: set[str], now_ms: int) -> list[Call]:
         """After a (re)start: calls Redis is billing that this process does not follow.
         Those still up are adopted (returned, to be followed); the others ended while nobody
-        listened and are ended now, flagged for review."""
+        listened: they end at the last sign of life of the listener that billed them (its
+        heartbeat; they were known to run until then, and Asterisk's Cdr of their real end
+        went to nobody), never later than now, and are flagged for review."""
         adopted = []
+        last_alive = self.last_alive_ms()
         for reseller in self.engine.resellers_with_calls():
             for call_id, meta in self.engine.live_calls(reseller).items():
                 if call_id in known:
@@ -315,7 +390,8 @@ class Biller:
                     dial_status="ANSWER",
                     dest_channel=info.get("dstchannel", ""),
                 )
-                self.resellers[reseller] = self.resellers.get(reseller, 0) + 1
+                if call_id not in self.billed:  # (not counted twice when a resync is retried)
+                    self.resellers[reseller] = self.resellers.get(reseller, 0) + 1
                 self.channels[call_id] = call.channel
                 self.billed[call_id] = Billed(
                     self.engine.payer_of(reseller, call_id),
@@ -323,13 +399,27 @@ class Biller:
                     True,
                     could_not_cut=True,  # it ran while no listener could cut it
                 )
+                self.dialled[call_id] = reseller
                 if call_id in live_uniqueids:
                     adopted.append(call)
                 else:
-                    call.ended_us = max(now_ms * 1000, call.answered_us)
+                    until = min(now_ms, last_alive) if last_alive else now_ms
+                    call.ended_us = max(until * 1000, call.answered_us)
                     call.review = "ended_while_listener_down"
                     self.on_ended(call)
+                    self.closed(call)
         return adopted
+
+    def heartbeat(self, now_ms: int) -> None:
+        """The listener is alive and following its calls (read by the next one's orphans)."""
+        self.engine.client.set(self._alive_key(), now_ms)
+
+    def last_alive_ms(self) -> int:
+        value = self.engine.client.get(self._alive_key())
+        return int(value) if value else 0
+
+    def _alive_key(self) -> str:
+        return f"{self.engine.keys.prefix}:listener:alive"
 
     def tick(self, now_ms: int) -> tuple[list[HangupRequest], int]:
         """Pay every boundary due before now + guard; the calls to cut; the next due time.
@@ -484,9 +574,17 @@ class Biller:
                 "disposition": call.disposition,
                 "hangup_cause": call.hangup_cause,
                 "hangup_cause_text": call.hangup_cause_text,
-                "flags": flags,
+                "flags": flags + (["billsec_measured"] if _measured(call) else []),
                 "review": call.review,
                 "destination": destination,
+                "duration": call.duration,
+                "billsec_source": call.billsec_source,
             },
             separators=(",", ":"),
         )
+
+
+def _measured(call: Call) -> bool:
+    """An ended answered call whose billsec is the listener's own clock (no Cdr, no
+    Timestamp headers): a person may want to compare it with Asterisk's CDR."""
+    return call.ended_us is not None and call.billsec_source == "clock"

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import redis
-from panoramisk import Manager
+from panoramisk import Manager, actions
 
 from ami_listener import policy
 from ami_listener.ami_health import (
@@ -31,12 +31,19 @@ from ami_listener.ami_health import (
     parse_config,
 )
 from ami_listener.billing import Biller, HangupRequest
-from ami_listener.tracker import Answered, CallTracker, Dialed, Ended
+from ami_listener.frames import timestamp_us
+from ami_listener.resync_record import record_resync
+from ami_listener.tracker import BOOTH_APPS, Answered, CallTracker, Dialed, Ended
 from ops.settings import Settings
 from workers.jobs import request_settlement, settle_queue
 
 log = logging.getLogger("asterbill.listener")
-RESYNC = "asterbill:resync"  # a queue item that is not an AMI event
+RESYNC = "asterbill:resync"  # queue items that are not AMI events: a login's snapshot,
+LOST = "asterbill:lost"  # the AMI connection lost,
+FLUSH = "asterbill:flush"  # time to end the hung-up calls whose Cdr did not come
+RESYNC_ACTION_S = 10.0  # at most this long for CoreShowChannels and each Getvar
+FLUSH_EVERY_S = 0.2
+GETVAR_AT_ONCE = 50
 MAX_SLEEP_S = 0.5  # wake at least this often to pick up new calls' boundaries
 RETRY_FIRST_S, RETRY_MAX_S = 0.1, 5.0  # backoff while Redis does not answer
 SETTLE_REQUEST_S = 0.5  # how often ended calls are handed to settlement
@@ -210,6 +217,27 @@ def channel_of(request: HangupRequest) -> str:
     return request.call_id.partition(":")[0].partition("#")[0] or request.channel
 
 
+class SnapshotAction(actions.Action):
+    """CoreShowChannels whose reply marks its place among the events: panoramisk hands the
+    list to the action's future (resolved later, after the rest of that TCP read has gone
+    to the event handlers), so the place is taken here, synchronously, when the first reply
+    message (the Response) is parsed: every event queued before it happened before the
+    listing; every event after it is applied after the snapshot."""
+
+    def __init__(self, on_reply, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_reply = on_reply
+
+    def add_message(self, message):
+        if not self.responses:
+            self._on_reply()
+            if message.get("Response") == "Error":  # (panoramisk would wait for a list)
+                self.responses.append(message)
+                self.future.set_result([message])
+                return True
+        return super().add_message(message)
+
+
 @dataclass(frozen=True)
 class OriginateResult:
     answered: bool  # leg A answered (Asterisk's OriginateResponse: Success)
@@ -242,6 +270,17 @@ class Listener:
         self._deferred_calls: dict[str, int] = {}  # call id -> its steps in `deferred`
         self._retry_delay = RETRY_FIRST_S
         self.resyncs = 0
+        self.tracker.cdr_wait_us = settings.cdr_wait_ms * 1000
+        # Events after a snapshot's place wait here until the snapshot is applied.
+        self.barrier: int | None = None
+        self.held: deque = deque()
+        self._snapshot_task: asyncio.Task | None = None
+        # From a lost connection until the next snapshot is applied, cuts wait here: a call
+        # of the lost session is hung up only once Asterisk still lists it (after a restart
+        # the same Uniqueid-named Hangup would go to an Asterisk that never had the call),
+        # and a cut asked for while no Hangup could be sent is not lost.
+        self.cuts_held = False
+        self.held_cuts: dict[str, HangupRequest] = {}
 
     # -- AMI side ----------------------------------------------------------------------
     def _on_event(self, _manager, message) -> None:
@@ -249,10 +288,33 @@ class Listener:
         self.received += 1
         self.queue.put_nowait((self.received, time.time_ns() // 1000, dict(message)))
 
+    def _queue_item(self, name: str, **fields) -> None:
+        self.received += 1
+        self.queue.put_nowait((self.received, time.time_ns() // 1000, {"Event": name, **fields}))
+
+    def _on_disconnect(self, manager, exc) -> None:
+        """The connection is gone: its place in the stream is the end of every call that
+        the next snapshot no longer lists. A snapshot still being read is dropped (the
+        events held behind it are released in order)."""
+        self._queue_item(LOST)
+        self.cuts_held = True
+        if self._snapshot_task is not None and not self._snapshot_task.done():
+            self._snapshot_task.cancel()
+            self._queue_item(RESYNC, failed=True)
+        previous = getattr(self, "_previous_on_disconnect", None)
+        if previous is not None:
+            previous(manager, exc)
+
+    def _watch_disconnects(self, manager) -> None:
+        if manager.on_disconnect != self._on_disconnect:
+            self._previous_on_disconnect = manager.on_disconnect
+            manager.on_disconnect = self._on_disconnect
+
     def _on_login(self, _manager) -> None:
         log.info("logged in to AMI at %s:%d", self.settings.ami_host, self.settings.ami_port)
         self.logged_in.set()
-        task = asyncio.ensure_future(self._ask_channels())
+        self._watch_disconnects(_manager)
+        task = self._snapshot_task = asyncio.ensure_future(self._ask_channels())
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
@@ -263,19 +325,67 @@ class Listener:
             log.error("resync failed", exc_info=task.exception())
 
     async def _ask_channels(self) -> None:
-        """After every login: which channels are up? Queued behind the events already
-        received, so the resync sees the calls in the same order as everything else."""
-        asked_at = self.received
-        reply = await self.manager.send_action({"Action": "CoreShowChannels"}, as_list=True)
-        messages = reply if isinstance(reply, list) else [reply]
-        live = {m.get("Uniqueid", "") for m in messages if m.get("Event") == "CoreShowChannel"}
-        self.queue.put_nowait(
-            (
-                self.received,
-                time.time_ns() // 1000,
-                {"Event": RESYNC, "live": live, "asked_at": asked_at},
+        """After every login: which channels are up, and since when were the booths among
+        them answered? The snapshot is applied at its exact place among the events (see
+        SnapshotAction); the answer times come from Asterisk's CDR (`CDR(answer,u)`)."""
+        action = SnapshotAction(self._mark_snapshot, {"Action": "CoreShowChannels"})
+        try:
+            reply = await asyncio.wait_for(
+                self.manager.send_action(action, as_list=True), RESYNC_ACTION_S
             )
-        )
+        except Exception:
+            self._queue_item(RESYNC, failed=True)  # releases the held events
+            raise
+        messages = reply if isinstance(reply, list) else [reply]
+        if messages and messages[0].get("Response") == "Error":
+            # e.g. the AMI user may not write `system`: without a list nothing is judged
+            log.error("CoreShowChannels refused: %s", messages[0].get("Message"))
+            self._queue_item(RESYNC, failed=True)
+            return
+        channels = [dict(m) for m in messages if m.get("Event") == "CoreShowChannel"]
+        # Answer times only of the answered booths nobody follows (the ones to adopt), at
+        # most GETVAR_AT_ONCE in flight: the events behind the snapshot wait for them.
+        wanted = [
+            c
+            for c in channels
+            if c.get("Application") in BOOTH_APPS
+            and c.get("BridgeId")
+            and not self.tracker.calls_of(c.get("Uniqueid", ""))
+        ]
+        limit = asyncio.Semaphore(GETVAR_AT_ONCE)
+
+        async def answer_time(channel: dict) -> int | None:
+            async with limit:
+                return await self._answer_time(channel)
+
+        times = await asyncio.gather(*(answer_time(c) for c in wanted))
+        answers = {c["Uniqueid"]: t for c, t in zip(wanted, times, strict=True)}
+        self._queue_item(RESYNC, channels=channels, answers=answers)
+
+    def _mark_snapshot(self) -> None:
+        self.barrier = self.received
+
+    async def _answer_time(self, channel: dict) -> int | None:
+        """Asterisk's answer time of a live channel (epoch microseconds), or None."""
+        try:
+            reply = await asyncio.wait_for(
+                self.manager.send_action(
+                    {
+                        "Action": "Getvar",
+                        "Channel": channel["Uniqueid"],
+                        "Variable": "CDR(answer,u)",
+                    }
+                ),
+                RESYNC_ACTION_S,
+            )
+        except Exception as exc:
+            log.warning("no answer time for %s: %s", channel.get("Channel"), exc)
+            return None
+        value = str(reply.get("Value") or "").strip() if hasattr(reply, "get") else ""
+        # `u`: epoch seconds with microseconds, as the Timestamp header; 0 / empty: not
+        # answered, or a value we cannot read: then the call is billed from now, flagged.
+        answered = timestamp_us({"Timestamp": value})
+        return answered or None
 
     async def connect(self) -> None:
         self.manager = BackoffManager(
@@ -346,6 +456,10 @@ class Listener:
     async def hang_up(self, request: HangupRequest) -> None:
         """Ask Asterisk to hang up the request's call, by its Uniqueid, without waiting for
         the answer: the boundary scheduler and the event consumer go on at once."""
+        if self.cuts_held:  # between a lost connection and the next resync (_release_cuts)
+            self.held_cuts[request.call_id] = request  # asked for again if still up then
+            if getattr(self.manager, "ready", False):
+                return  # logged in again: only once the snapshot shows the call still up
         self.hangups.append(request)
         target = channel_of(request)
         log.warning(
@@ -413,7 +527,8 @@ class Listener:
 
     # -- work ----------------------------------------------------------------------------
     async def consume(self) -> None:
-        """Handle queued events in order; one bad event never stops the others."""
+        """Handle queued events in order; one bad event never stops the others. Events that
+        came after a snapshot's place wait until that snapshot is applied."""
         while True:
             if self.deferred:
                 await self._drain_deferred()
@@ -423,41 +538,108 @@ class Listener:
                     continue
             else:
                 item = await self.queue.get()
-            seq, received_us, event = item
-            self.stats.events += 1
-            try:
-                if event.get("Event") == RESYNC:
-                    await self._resync(event["live"], received_us, event["asked_at"])
+            if self.barrier is not None and item[0] > self.barrier:
+                if item[2].get("Event") != RESYNC:
+                    self.held.append(item)  # task_done once handled
                     continue
-                for step in self.tracker.feed(event, received_us):
-                    step.call.seen_at = step.call.seen_at or seq
-                    request = await self._bill_until_done(step)
-                    if isinstance(step, Answered):
-                        self.wake.set()
-                    if request is not None:
-                        await self.hang_up(request)
-            except Exception:
-                self.stats.errors += 1
-                log.exception(
-                    "event %s of channel %s (uniqueid %s) failed",
-                    event.get("Event"),
-                    event.get("Channel"),
-                    event.get("Uniqueid"),
-                )
-            finally:
-                self.queue.task_done()
+                self.barrier = None
+                await self._handle(item)
+                while self.held and self.barrier is None:
+                    await self._handle(self.held.popleft())
+                continue
+            await self._handle(item)
 
-    async def _resync(self, live: set[str], now_us: int, asked_at: int) -> None:
-        for step in self.tracker.resync(live, now_us, asked_at):
-            log.warning(
-                "call %s ended while AMI was disconnected: ended at the reconnect",
-                step.call.call_id,
+    async def _handle(self, item) -> None:
+        seq, received_us, event = item
+        self.stats.events += 1
+        try:
+            name = event.get("Event")
+            if name == RESYNC:
+                if not event.get("failed"):
+                    await self._resync(event["channels"], event["answers"], received_us)
+                await self._release_cuts()
+                return
+            if name == LOST:
+                steps = self.tracker.lost(received_us)
+            elif name == FLUSH:
+                steps = self.tracker.flush(received_us)
+            else:
+                steps = self.tracker.feed(event, received_us)
+            await self._bill_steps(steps, seq)
+        except Exception:
+            self.stats.errors += 1
+            log.exception(
+                "event %s of channel %s (uniqueid %s) failed",
+                event.get("Event"),
+                event.get("Channel"),
+                event.get("Uniqueid"),
             )
-            await asyncio.to_thread(self._bill, step)
-        known = set(self.tracker.calls)
-        adopted = await asyncio.to_thread(self.biller.orphans, live, known, now_us // 1000)
+        finally:
+            self.queue.task_done()
+
+    async def _bill_steps(self, steps, seq: int) -> None:
+        for step in steps:
+            step.call.seen_at = step.call.seen_at or seq
+            if step.call.review and not isinstance(step, Dialed):
+                log.warning("call %s: %s", step.call.call_id, step.call.review)
+            request = await self._bill_until_done(step)
+            if isinstance(step, Answered):
+                self.wake.set()
+            if request is not None and step.call.ended_us is None:  # gone calls: no cut
+                await self.hang_up(request)
+
+    async def _release_cuts(self) -> None:
+        """After a snapshot (or a failed one, once logged in again): the held cuts of calls
+        still followed are sent; those of calls that ended meanwhile are dropped."""
+        if not getattr(self.manager, "ready", True):
+            return  # the snapshot of a lost session: hold on until the next one
+        self.cuts_held = False
+        held, self.held_cuts = self.held_cuts, {}
+        for request in held.values():
+            if request.call_id in self.tracker.calls:
+                await self.hang_up(request)
+
+    async def flush_ended(self) -> None:
+        """Every FLUSH_EVERY_S while calls wait for their Cdr: a queue item that ends those
+        waiting too long (in order with the events); and the listener's heartbeat."""
+        while True:
+            await asyncio.sleep(FLUSH_EVERY_S)
+            if self.tracker.ending:
+                self._queue_item(FLUSH)
+            if self.resyncs:  # not before the first resync read the last one's heartbeat
+                with contextlib.suppress(redis.RedisError):
+                    await asyncio.to_thread(self.biller.heartbeat, time.time_ns() // 1_000_000)
+
+    async def _resync(self, channels: list[dict], answers: dict, received_us: int) -> None:
+        """Calls Redis bills that this process does not follow (it restarted) are adopted
+        or ended first; then the tracker applies the snapshot (ends the calls gone, adopts
+        the booth channels nobody knows)."""
+        live = {c.get("Uniqueid", "") for c in channels}
+        known = set(self.tracker.calls) | set(self.tracker.ending)
+        delay = RETRY_FIRST_S
+        while True:  # Redis unreachable: hold the queue and retry, as for any step
+            try:
+                adopted = await asyncio.to_thread(
+                    self.biller.orphans, live, known, received_us // 1000
+                )
+                await asyncio.to_thread(self.biller.stale_dialled, live, known, received_us // 1000)
+                break
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                self.stats.retries += 1
+                log.warning("Redis unreachable at the resync (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
         for call in adopted:
             self.tracker.adopt(call)
+        steps = self.tracker.resync(channels, answers, received_us)
+        await self._bill_steps(steps, self.received)
+        # what Asterisk listed, for `reconcile --check` to find calls Redis still bills
+        # that Asterisk no longer has (a lost record is only a missing check: never fatal)
+        engine = self.biller.engine
+        with contextlib.suppress(redis.RedisError):
+            await asyncio.to_thread(
+                record_resync, engine.client, engine.keys, live, received_us // 1000
+            )
         self.resyncs += 1
         self.wake.set()
 
@@ -546,6 +728,7 @@ class Listener:
             return self.biller.on_answered(step.call)
         if isinstance(step, Ended):
             self.biller.on_ended(step.call)
+            self.biller.closed(step.call)
         return None
 
     async def schedule(self) -> None:
@@ -597,4 +780,6 @@ class Listener:
 
     async def run(self) -> None:
         await self.connect()
-        await asyncio.gather(self.consume(), self.schedule(), self.request_settlements())
+        await asyncio.gather(
+            self.consume(), self.schedule(), self.request_settlements(), self.flush_ended()
+        )

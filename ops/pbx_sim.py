@@ -1,13 +1,19 @@
 """A simulated Asterisk: the AMI protocol over TCP, for demos, tests and load.
 
 Two sources of calls:
-- replay: the events of a real capture (../shared/ami-captures/*.jsonl), at their recorded
-  pace scaled by `speed`, with `Timestamp` headers moved onto the replay's own clock;
+- replay: the events of a real capture (tests/data/ami-captures/*.jsonl), at their recorded
+  pace scaled by `speed`, with `Timestamp` headers moved onto the replay's own clock,
+  optionally with random delivery jitter; it starts when a client has logged in, and a
+  capture of two AMI sessions (24-26) is replayed as two: between them the connection is
+  dropped (and after an Asterisk restart every channel is forgotten and `Uptime` starts
+  again), and the next session begins when a client has logged in again, with the channels
+  its recorded CoreShowChannels listed;
 - generator: SIP booth calls whose event sequences follow the SIP captures (Newchannel,
   Newstate, DialBegin, DialEnd, BridgeEnter/Leave, Hangup, Cdr). It obeys the Hangup action.
 
 Both answer Login (one user and secret; a wrong secret waits, answers Error and closes, as
-Asterisk does), Ping, Hangup, CoreShowChannels (the channels alive right now), Logoff and
+Asterisk does), Ping, Hangup, CoreShowChannels (the channels alive right now, with
+`Application` and `BridgeId`), Getvar (`CDR(answer,u)`: the answer time), Logoff and
 Originate: `Channel: Local/<A number>@...`, `Context: callback`, `Exten: <B number>` places a
 callback as capture 08 shows it (leg A rung and answered, an OriginateResponse carrying the
 action's ActionID, then leg A dials leg B); `Variable: A_RING_SECS=..,B_RING_SECS=..,
@@ -39,6 +45,7 @@ from pathlib import Path
 
 from ami_listener import frames
 from ami_listener.ami_health import classes
+from ami_listener.tracker import hms_seconds
 
 log = logging.getLogger("asterbill.pbx_sim")
 GREETING = b"Asterisk Call Manager/9.0.0\r\n"
@@ -86,6 +93,9 @@ class Channel:
     state: str = "Down"
     created: float = field(default_factory=time.monotonic)
     hangup: asyncio.Event = field(default_factory=asyncio.Event)
+    application: str = "Dial"  # as CoreShowChannels shows it: Dial (the caller), AppDial...
+    bridge_id: str = ""  # set while bridged (answered)
+    answered: float | None = None  # epoch seconds, what CDR(answer,u) gives
     killed: bool = False  # its Asterisk died: no more events for it
 
     def snapshot(self) -> list[tuple[str, str]]:
@@ -119,6 +129,11 @@ class AmiServer:
         self._server: asyncio.base_events.Server | None = None
         self.generator: Generator | None = None  # places originated calls
         self._originated: set[asyncio.Task] = set()
+        self.booted = time.monotonic()  # FullyBooted's Uptime counts from here
+        # Tests: called once, right after the next CoreShowChannels list is written (events
+        # it sends go out in the same write, as a hangup just after the listing would).
+        self.after_show_channels = None
+        self._corked: tuple[asyncio.StreamWriter, list[bytes]] | None = None
         self.host, self.port = "127.0.0.1", 0
         self.incarnation = 0  # how many times this Asterisk was (re)started
         self.action_log: list[tuple[int, dict[str, str]]] = []  # (incarnation, action)
@@ -194,6 +209,7 @@ class AmiServer:
         """Start again on the same address, with the channel counters reset."""
         self._reset_counters()
         self.incarnation += 1
+        self.booted = time.monotonic()  # FullyBooted's Uptime starts again
         self.generator = None
         self._server = await asyncio.start_server(self._session, self.host, self.port)
         return self.port
@@ -225,6 +241,9 @@ class AmiServer:
 
     def send_raw(self, data: bytes) -> None:
         for writer in list(self.sessions):
+            if self._corked is not None and self._corked[0] is writer:
+                self._corked[1].append(data)
+                continue
             try:
                 writer.write(data)
             except (ConnectionError, RuntimeError):
@@ -271,6 +290,8 @@ class AmiServer:
                             [
                                 ("Event", "FullyBooted"),
                                 ("Privilege", "system,all"),
+                                ("Uptime", str(int(time.monotonic() - self.booted))),
+                                ("LastReload", str(int(time.monotonic() - self.booted))),
                                 ("Status", "Fully Booted"),
                             ]
                         )
@@ -328,6 +349,8 @@ class AmiServer:
                         writer.write(frames.build([*reply, ("Message", "Channel Hungup")]))
                 elif name == "coreshowchannels":
                     self._show_channels(writer, reply)
+                elif name == "getvar":
+                    writer.write(frames.build(self._getvar(action, reply)))
                 elif name == "originate":
                     self._originate(writer, action, reply)
                 elif name == "logoff":
@@ -424,27 +447,40 @@ class AmiServer:
         self._originated.add(task)
         task.add_done_callback(self._originated.discard)
 
+    def _getvar(self, action: dict, reply) -> list[tuple[str, str]]:
+        """Getvar on a channel; only `CDR(answer...)` has a value here (epoch seconds with
+        microseconds, as `CDR(answer,u)`; empty while unanswered)."""
+        channel = self.find_channel(action.get("Channel", ""))
+        if channel is None:
+            return [("Response", "Error"), *reply[1:], ("Message", "No such channel")]
+        variable = action.get("Variable", "")
+        value = ""
+        if variable.startswith("CDR(answer") and channel.answered is not None:
+            value = f"{channel.answered:.6f}"
+        return [*reply, ("Variable", variable), ("Value", value)]
+
     def _show_channels(self, writer: asyncio.StreamWriter, reply) -> None:
+        """The list in one write, as Asterisk's session thread sends it (with the events of
+        `after_show_channels` in the same write: the listener reads them in one go)."""
         action_id = [h for h in reply if h[0] == "ActionID"]
-        writer.write(
-            frames.build([*reply, ("EventList", "start"), ("Message", "Channels will follow")])
-        )
+        out = [frames.build([*reply, ("EventList", "start"), ("Message", "Channels will follow")])]
         now = time.monotonic()
         for channel in list(self.channels.values()):
             seconds = int(now - channel.created)
             duration = f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-            writer.write(
+            out.append(
                 frames.build(
                     [
                         ("Event", "CoreShowChannel"),
                         *action_id,
                         *channel.snapshot(),
-                        ("Application", "Dial"),
+                        ("Application", channel.application),
                         ("Duration", duration),
+                        ("BridgeId", channel.bridge_id),
                     ]
                 )
             )
-        writer.write(
+        out.append(
             frames.build(
                 [
                     ("Event", "CoreShowChannelsComplete"),
@@ -454,52 +490,163 @@ class AmiServer:
                 ]
             )
         )
+        hook, self.after_show_channels = self.after_show_channels, None
+        if hook is not None:
+            self._corked = (writer, out)
+            try:
+                hook()
+            finally:
+                self._corked = None
+        writer.write(b"".join(out))
 
 
 # -- replay ------------------------------------------------------------------------------
 def capture_events(path: Path) -> list[tuple[float, str]]:
     """(t, raw) of the unsolicited messages of a capture: events that answer none of the
     capture client's own actions (its Login, Hangup, CoreShowChannels, Logoff)."""
-    out = []
+    return [e for s in capture_sessions(path) for e in s.events]
+
+
+@dataclass
+class CaptureSession:
+    """One AMI session of a capture (24-26 hold two: Asterisk killed or restarted, or the
+    listener away). `end`: how it ended (`eof`: Asterisk closed it; `closed`: the client
+    did, 25); `listed`: the channels its login's CoreShowChannels reply listed (what was up
+    when it began); `uptime`: its FullyBooted's Uptime."""
+
+    login_t: float
+    events: list[tuple[float, str]] = field(default_factory=list)
+    end: str = ""
+    end_t: float | None = None
+    listed: list[dict[str, str]] | None = None
+    uptime: int | None = None
+
+
+def capture_sessions(path: Path) -> list[CaptureSession]:
     with open(path) as f:
-        next(f)
-        for line in f:
-            item = json.loads(line)
-            raw = item.get("raw", "")
-            if not raw.startswith("Event: ") or "\r\nActionID: " in raw:
-                continue
-            if raw.startswith(("Event: FullyBooted", "Event: SuccessfulAuth")):
-                continue
-            out.append((item["t"], raw))
-    return out
-
-
-async def replay(server: AmiServer, path: Path, speed: float = 1.0) -> None:
-    """Send a capture's events to the logged-in sessions, its pace divided by `speed`."""
-    events = capture_events(path)
-    if not events:
-        return
-    await server.logged_in.wait()
-    start, first_t = time.monotonic(), events[0][0]
-    wall0 = time.time()
-    first_ts = None
-    for t, raw in events:
-        delay = start + (t - first_t) / speed - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        head = json.loads(next(f))
+        items = [json.loads(line) for line in f]
+    closed = head.get("observed", {}).get("disconnect", {}).get("t_client_closed_socket")
+    sessions: list[CaptureSession] = []
+    for item in items:
+        raw = item.get("raw", "")
+        if raw.startswith("Asterisk Call Manager"):
+            if sessions and not sessions[-1].end:
+                sessions[-1].end, sessions[-1].end_t = "closed", closed or item["t"]
+            sessions.append(CaptureSession(item["t"]))
+            continue
+        if not sessions:
+            continue
+        session = sessions[-1]
+        if item.get("eof"):
+            session.end, session.end_t = "eof", item["t"]
+        if not raw.startswith("Event: "):
+            continue
         headers = frames.parse(raw)
-        _follow_channels(server, headers)
-        if "Timestamp" in headers:
-            stamp = float(headers["Timestamp"])
-            first_ts = stamp if first_ts is None else first_ts
-            moved = f"{wall0 + (stamp - first_ts) / speed:.6f}"
-            raw = raw.replace(f"Timestamp: {headers['Timestamp']}\r\n", f"Timestamp: {moved}\r\n")
-        server.send_raw(raw.encode())
+        if headers.get("Event") == "FullyBooted" and session.uptime is None:
+            uptime = headers.get("Uptime", "")
+            session.uptime = int(uptime) if uptime.isdigit() else None
+        listing = headers.get("Event") in ("CoreShowChannel", "CoreShowChannelsComplete")
+        if listing and not session.events:  # the login's snapshot (before any event)
+            session.listed = session.listed or []
+            if headers["Event"] == "CoreShowChannel":
+                session.listed.append(headers)
+        if "\r\nActionID: " in raw:
+            continue
+        if raw.startswith(("Event: FullyBooted", "Event: SuccessfulAuth")):
+            continue
+        session.events.append((item["t"], raw))
+    return sessions
+
+
+def _answer_ts(path: Path) -> dict[str, float]:
+    """Asterisk's answer `t` of the calls of the header's `observed.calls`, by Uniqueid."""
+    with open(path) as f:
+        head = json.loads(next(f))
+    return {
+        c["booth_uniqueid"]: c["t_answered"]
+        for c in head.get("observed", {}).get("calls", [])
+        if c.get("booth_uniqueid") and c.get("t_answered") is not None
+    }
+
+
+async def replay(server: AmiServer, path: Path, speed: float = 1.0, jitter: float = 0.0) -> None:
+    """Send a capture's events to the logged-in sessions, its pace divided by `speed`.
+
+    Each session of the capture starts when a client has logged in. Between two sessions
+    the replay does what the capture shows: Asterisk closed the connection (eof; with the
+    next FullyBooted's `Uptime: 0` it restarted: every channel gone, `Uptime` from 0) or the
+    client went away (the connection is dropped); the channels up when the next session
+    begins are the ones its CoreShowChannels listed. `Timestamp` headers are moved onto the
+    replay's own clock. `jitter`: every event is delivered up to this many seconds late
+    (random, stream order kept), as a loaded network or listener would see it."""
+    sessions = capture_sessions(path)
+    answered_t = _answer_ts(path)
+    rnd = random.Random(0)
+    for n, session in enumerate(sessions):
+        if not session.events and n == 0:
+            continue
+        await server.logged_in.wait()
+        first_t = session.events[0][0] if n == 0 and session.events else session.login_t
+        start, wall0, first_ts, due = time.monotonic(), time.time(), None, 0.0
+        if session.listed is not None and n > 0:
+            for channel in server.channels.values():
+                if channel.uniqueid in answered_t:
+                    channel.answered = wall0 + (answered_t[channel.uniqueid] - first_t) / speed
+        for t, raw in session.events:
+            # each event late by its own random amount, never before the one before it
+            due = max(due, start + (t - first_t) / speed + rnd.uniform(0, jitter))
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            headers = frames.parse(raw)
+            if "Timestamp" in headers:
+                stamp = float(headers["Timestamp"])
+                if first_ts is None:  # the Timestamp clock at first_t
+                    first_ts = stamp - (t - first_t)
+                moved = f"{wall0 + (stamp - first_ts) / speed:.6f}"
+                raw = raw.replace(
+                    f"Timestamp: {headers['Timestamp']}\r\n", f"Timestamp: {moved}\r\n"
+                )
+                headers["Timestamp"] = moved
+            _follow_channels(server, headers)
+            server.send_raw(raw.encode())
+        if n + 1 < len(sessions):
+            if session.end_t is not None:
+                last_t = session.events[-1][0] if session.events else first_t
+                await asyncio.sleep(max(0.0, (session.end_t - max(last_t, first_t)) / speed))
+            _between_sessions(server, sessions[n + 1], speed)
+
+
+def _between_sessions(server: AmiServer, following: CaptureSession, speed: float) -> None:
+    server.drop_sessions()
+    if following.uptime == 0:  # Asterisk restarted: nothing of before survives
+        server.channels.clear()
+        server.booted = time.monotonic()
+    if following.listed is not None:
+        server.channels.clear()
+        for item in following.listed:
+            seconds = hms_seconds(item.get("Duration", ""))
+            channel = Channel(
+                item.get("Channel", ""),
+                item.get("Uniqueid", ""),
+                item.get("Linkedid", ""),
+                item.get("CallerIDNum", ""),
+                item.get("Exten", ""),
+                item.get("AccountCode", ""),
+                item.get("Context", ""),
+                item.get("ChannelStateDesc", "Down"),
+                created=time.monotonic() - seconds / speed,
+                application=item.get("Application", ""),
+                bridge_id=item.get("BridgeId", ""),
+            )
+            server.channels[channel.name] = channel
 
 
 def _follow_channels(server: AmiServer, headers: dict[str, str]) -> None:
-    """Keep the live channel list true for CoreShowChannels during a replay."""
+    """Keep the live channel list true for CoreShowChannels (and Getvar) during a replay."""
     name, event = headers.get("Channel", ""), headers.get("Event")
+    channel = server.channels.get(name)
     if event == "Newchannel":
         server.channels[name] = Channel(
             name,
@@ -510,9 +657,19 @@ def _follow_channels(server: AmiServer, headers: dict[str, str]) -> None:
             headers.get("AccountCode", ""),
             headers.get("Context", ""),
             headers.get("ChannelStateDesc", "Down"),
+            application="",
         )
-    elif event == "Newstate" and name in server.channels:
-        server.channels[name].state = headers.get("ChannelStateDesc", "Down")
+    elif event == "Newstate" and channel is not None:
+        channel.state = headers.get("ChannelStateDesc", "Down")
+    elif event == "DialBegin" and channel is not None:
+        channel.application = "Dial"
+        if headers.get("DestChannel") in server.channels:
+            server.channels[headers["DestChannel"]].application = "AppDial"
+    elif event == "DialEnd" and channel is not None and headers.get("DialStatus") == "ANSWER":
+        stamp = headers.get("Timestamp")
+        channel.answered = float(stamp) if stamp else time.time()
+    elif event in ("BridgeEnter", "BridgeLeave") and channel is not None:
+        channel.bridge_id = headers.get("BridgeUniqueid", "") if event == "BridgeEnter" else ""
     elif event == "Hangup":
         server.channels.pop(name, None)
 
@@ -565,6 +722,7 @@ class Generator:
             "s",
             "",
             "sip-reject",
+            application="AppDial",
         )
         s.channels[booth.name] = booth
         s.event("Newchannel", booth.snapshot())
@@ -595,6 +753,7 @@ class Generator:
             booth.state = "Up"
             s.event("Newstate", booth.snapshot())
             bridge = [("BridgeUniqueid", f"bridge-{booth.uniqueid}"), ("BridgeType", "basic")]
+            booth.bridge_id, booth.answered = f"bridge-{booth.uniqueid}", answered_at
             s.event("BridgeEnter", [*bridge, *trunk.snapshot()])
             s.event("BridgeEnter", [*bridge, *booth.snapshot()])
             how = "hangup-action" if await self._wait(booth, plan.talk) else "callee"

@@ -57,6 +57,7 @@ class Settings:
     short_call_seconds: int
     asterisk_cdr_url: str  # Asterisk's CDR database, read by `asterbill cdr-sync`
     unanswered: str
+    cdr_wait_ms: int  # how long a hung-up call waits for Asterisk's Cdr (its own billsec)
     currency: str
     display_decimals: int
     pin_digits: int
@@ -147,6 +148,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         short_call_seconds=_int(env, "ASTERBILL_SHORT_CALL_SECONDS", 0, 0, 3600),
         asterisk_cdr_url=get("ASTERBILL_ASTERISK_CDR_URL", ""),
         unanswered=_choice(env, "ASTERBILL_UNANSWERED", "record", UNANSWERED_POLICIES),
+        cdr_wait_ms=_int(env, "ASTERBILL_CDR_WAIT_MS", 1000, 0, 10_000),
         currency=_currency(env),
         display_decimals=_int(env, "ASTERBILL_DISPLAY_DECIMALS", 2, 0, 6),
         pin_digits=_int(env, "ASTERBILL_PIN_DIGITS", 12, 10, 20),

@@ -6,35 +6,55 @@ import pytest
 
 from ami_listener import frames
 from ami_listener.tracker import Answered, CallTracker, Dialed, Ended, peer_of
-from tests.ami_captures import billing_cdrs, capture_files, events
+from tests.ami_captures import answer_times, billing_cdrs, capture_files, events, stream
 
 CAPTURE_IDS = [p.name for p in capture_files()]
 
 
-def replay(path, payer_field="callerid"):
-    tracker = CallTracker(payer_field=payer_field)
-    steps = []
-    for received_us, event in events(path):
-        steps += tracker.feed(event, received_us)
-    return tracker, steps
+def replay(path, payer_field="callerid", keep=lambda event: True, tracker=None):
+    """Feed a capture as the listener lives it: events, the end of a session (connection
+    lost), the CoreShowChannels snapshots at their place; what is left waiting for a Cdr at
+    the end of the file is flushed."""
+    tracker = tracker or CallTracker(payer_field=payer_field)
+    answers = answer_times(path)
+    steps, last = [], 0
+    for kind, received_us, *rest in stream(path):
+        last = received_us
+        if kind == "event" and keep(rest[0]):
+            steps += tracker.feed(rest[0], received_us)
+        elif kind == "lost":
+            steps += tracker.lost(received_us)
+        elif kind == "snapshot":
+            steps += tracker.resync(rest[0], answers, received_us)
+    return tracker, steps + tracker.flush(last + 10**9)
 
 
 @pytest.mark.parametrize("path", capture_files(), ids=CAPTURE_IDS)
 def test_every_billed_call_has_asterisks_billsec(path):
+    """Every booth Dial CDR Asterisk sent is one ended call with its billsec, duration,
+    number, source and disposition; every other ended call (one Asterisk wrote no CDR for,
+    killed in 24, or whose end the listener did not see, 25) is flagged for review."""
     tracker, steps = replay(path)
     ended = {s.call.uniqueid: s.call for s in steps if isinstance(s, Ended)}
+    ids = [s.call.call_id for s in steps if isinstance(s, Ended)]
+    assert len(ids) == len(set(ids))  # one end per call
     cdrs = billing_cdrs(path)
     for uniqueid, cdr in cdrs.items():
         if "23-ts-transfer" in path.name:
             continue  # two Dial CDRs on one channel: test_a_redirected_call_is_two_calls...
         call = ended[uniqueid]
         assert call.billsec == int(cdr["BillableSeconds"]), (uniqueid, call)
+        assert call.billsec_source == ("cdr" if call.leg != "b" else "timestamp")
         if call.leg == "a":  # a callback's leg A is priced by its own number (see below)
             continue
+        assert call.duration == int(cdr["Duration"])
         assert call.number == cdr["Destination"]
         assert call.src == cdr["Source"]
         assert call.disposition == cdr["Disposition"]
+    for uniqueid, call in ended.items():
+        assert uniqueid in cdrs or call.review, call
     assert tracker.calls == {} and tracker.up_since == {}  # every dial and channel ended
+    assert tracker.ending == {}
 
 
 def test_the_captures_hold_answered_calls_to_compare():
@@ -173,3 +193,92 @@ def test_a_redirected_call_is_two_calls_each_by_its_own_number():
         "Answered",
         "Ended",
     ]
+
+
+def test_a_call_answered_before_the_listener_came_is_billed_from_its_cdr_never_free():
+    """Issue 11 point 3: the listener comes in after capture 01's dial and answer (the
+    listener was away). The old tracker built the call from the final DIALSTATUS VarSet
+    (ANSWER) and ended it answered, 0 s, unbilled and unflagged; now the Cdr makes it a
+    billed call with Asterisk's billsec (here the Cdr even comes before that VarSet), flagged
+    because its answer was not seen."""
+    path = next(p for p in capture_files() if p.name.startswith("01-"))
+    all_events = list(events(path))
+    answer = next(
+        n
+        for n, (_, e) in enumerate(all_events)
+        if e.get("Event") == "DialEnd" and e.get("DialStatus") == "ANSWER"
+    )
+    tracker = CallTracker()
+    steps = []
+    for received_us, event in all_events[answer + 1 :]:
+        steps += tracker.feed(event, received_us)
+    steps += tracker.flush(10**18)
+    assert [type(s) for s in steps] == [Dialed, Answered, Ended]
+    call = steps[-1].call
+    cdr = billing_cdrs(path)[call.uniqueid]
+    assert (call.billsec, call.duration) == (5, int(cdr["Duration"])) == (5, 8)
+    assert call.disposition == "ANSWERED" and call.review  # flagged: its answer was not seen
+    assert call.number == "00493012345678" and call.payer_key == "8001"
+
+
+TIMESTAMPED = [p for p in capture_files() if p.name[:2] in ("18", "19", "20", "24", "26")]
+
+
+@pytest.mark.parametrize("path", TIMESTAMPED, ids=[p.name for p in TIMESTAMPED])
+def test_without_cdr_events_timestamps_give_asterisks_billsec_and_duration(path):
+    """Issue 11 point 6: with no `Cdr` event (no cdr_manager, or the `cdr` class missing),
+    the Timestamp headers still give Asterisk's figures: billsec from the answer, duration
+    from the channel's creation (its ringing and the dialplan before the Dial included; the
+    old tracker counted from the dial)."""
+    _, steps = replay(path, keep=lambda event: event.get("Event") != "Cdr")
+    ended = {s.call.uniqueid: s.call for s in steps if isinstance(s, Ended)}
+    for uniqueid, cdr in billing_cdrs(path).items():
+        call = ended[uniqueid]
+        assert (call.billsec, call.duration) == (
+            int(cdr["BillableSeconds"]),
+            int(cdr["Duration"]),
+        ), call
+        assert call.billsec_source == "timestamp"
+
+
+def test_without_cdr_or_timestamps_billsec_is_measured_and_flagged():
+    """The last resort (no Cdr event, no Timestamp header): the listener's receive clock,
+    said as such (`billsec_source` clock; the biller flags it `billsec_measured`)."""
+    path = next(p for p in capture_files() if p.name.startswith("01-"))
+    _, steps = replay(path, keep=lambda event: event.get("Event") != "Cdr")
+    call = steps[-1].call
+    assert (call.billsec, call.billsec_source) == (5, "clock")
+
+
+def test_settlement_takes_asterisks_duration_from_the_meta():
+    """Issue 11 point 6: the CDR's duration is Asterisk's (from the channel's creation) when
+    the listener gives it, not end minus dial."""
+    from workers.settle import EndedCall, cdr_row
+
+    meta = {"dialed_us": 1_000_000_000, "duration": 9}  # created ~1 s before the dial
+    call = EndedCall("1.1", 1, 8001, 10, 1_003_000, 1_008_600, 5, (0, 0, 0), (0, 0, 0), False, meta)
+    assert cdr_row(call)["duration"] == 9  # end - dial would say 8
+    del meta["duration"]
+    assert cdr_row(call)["duration"] == 8  # the listener of before: end - dial
+
+
+def test_a_call_whose_dial_was_missed_is_followed_from_its_answer():
+    """Issue 11 point 9: the listener comes back between capture 01's DialBegin and its
+    DialEnd ANSWER (dialled while it was away). The old tracker ignored the DialEnd and the
+    Hangup of a channel it did not know: no CDR. Now the answer starts the call (billed
+    from there, like any call) and the Cdr gives Asterisk's billsec; flagged."""
+    path = next(p for p in capture_files() if p.name.startswith("01-"))
+    all_events = list(events(path))
+    answer = next(
+        n
+        for n, (_, e) in enumerate(all_events)
+        if e.get("Event") == "DialEnd" and e.get("DialStatus") == "ANSWER"
+    )
+    tracker = CallTracker()
+    steps = []
+    for received_us, event in all_events[answer:]:
+        steps += tracker.feed(event, received_us)
+    assert [type(s) for s in steps] == [Dialed, Answered, Ended]
+    call = steps[-1].call
+    assert (call.billsec, call.billsec_source, call.review) == (5, "cdr", "dial_not_seen")
+    assert (call.number, call.payer_key, call.disposition) == ("00493012345678", "8001", "ANSWERED")

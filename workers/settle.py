@@ -257,7 +257,10 @@ def cdr_row(c: EndedCall) -> dict:
         "clid_id": c.clid_id or None,
         "group_id": c.group_id or None,
         "reseller_id": c.reseller_id or None,
-        "duration": max(0, (c.end_ms - dialed) // 1000),
+        # Asterisk's own duration (from the channel's creation) when the listener has it
+        "duration": m["duration"]
+        if isinstance(m.get("duration"), int)
+        else max(0, (c.end_ms - dialed) // 1000),
         "billsec": c.billsec,
         "disposition": "ANSWERED" if c.answered else (m.get("disposition") or "FAILED"),
         "hangup_cause": m.get("hangup_cause"),
