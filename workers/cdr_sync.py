@@ -38,6 +38,7 @@ from rating.store import MODELS as RATE_MODELS
 from schema import AccountGroup, Cdr, Clid, CreditOperation, Reseller
 from workers.asterisk_cdrs import AsteriskCdr
 from workers.credit_ops import CreditRequest, apply_to_redis, record_pending
+from workers.rollup import add_cdrs
 
 log = logging.getLogger("asterbill.cdr_sync")
 
@@ -204,7 +205,9 @@ def _apply_one(
             pending.append(record_pending(session, request))
         change = tuple(n - o for o, n in zip(old, new, strict=True))
         _add_to_totals(session, cdr, change)
+        add_cdrs(session, [cdr], sign=-1)  # the report rollup follows the CDR: old figures
         _rewrite(cdr, found, new, flags)
+        add_cdrs(session, [cdr])  # out, corrected figures in (its bucket may change too)
         payer = Payer(cdr.reseller_id, cdr.group_id, cdr.clid_id) if cdr.clid_id else None
         unbilled = cdr.billing_status == "UNBILLED"
     for op in pending:
