@@ -16,7 +16,7 @@ from flask_admin.theme import Bootstrap4Theme
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
-from admin import auth, credit_page, password_page, portal, rate_import, views
+from admin import auth, booth_page, credit_page, password_page, portal, rate_import, views
 from admin.credit_operations_view import CreditOperationView
 from admin.extensions import babel, csrf, db
 from lua.credit import CreditEngine
@@ -74,6 +74,7 @@ def create_app(settings: Settings) -> Flask:
     auth.login_manager.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(portal.bp)
+    app.register_blueprint(booth_page.bp)  # the operator's counter: /booths
 
     back_office = Admin(
         app,

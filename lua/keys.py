@@ -75,3 +75,17 @@ class Keys:
     def payers(self) -> str:
         """Hash: payer key (caller id, peer or accountcode) -> `reseller|group|clid`."""
         return f"{self.prefix}:payers"
+
+    # -- the web's commands to the listener (hang-up from the booth page) ----------------
+    def commands(self) -> str:
+        """Stream: commands of the back office to the listener (the listener owns AMI)."""
+        return f"{self.prefix}:commands"
+
+    def command_reply(self, command_id: str) -> str:
+        """String (JSON, 10 minutes): a command's state, `waiting` until the listener
+        writes `done` or `failed`."""
+        return f"{self.prefix}:command:{command_id}"
+
+    def listener_alive(self) -> str:
+        """String with a short expiry, refreshed by a running listener's command reader."""
+        return f"{self.prefix}:listener:alive"
