@@ -23,7 +23,6 @@ from flask import (
     redirect,
     render_template,
     request,
-    stream_with_context,
     url_for,
 )
 from flask_babel import gettext as _
@@ -178,7 +177,9 @@ def state(group_id: int):
 def stream(group_id: int):
     group = _shop_row(group_id)
     shop = _shop(group, _booths(group))
-    body = stream_with_context(hub().stream(shop, _show_cost()))
+    body = hub().stream(shop, _show_cost())
+    # An open page must hold no database connection (nor its transaction's locks)
+    db.session.remove()
     return Response(
         body,
         mimetype="text/event-stream",

@@ -181,3 +181,70 @@ def test_changes_sends_only_what_differs_and_never_cost_to_an_operator():
     assert diff == {"booths": {"2": {"state": "in_call"}}, "shop": {"cost": 2}}
     assert booth_state.for_role(diff, show_cost=False) == {"booths": {"2": {"state": "in_call"}}}
     assert booth_state.changes(new, new) == {}
+
+
+class Stream:
+    """An SSE response read incrementally, message by message."""
+
+    def __init__(self, response) -> None:
+        assert response.status_code == 200
+        assert response.mimetype == "text/event-stream"
+        self.response = response
+        self.chunks = iter(response.response)
+        self.buffer = ""
+
+    def next_message(self) -> dict | None:
+        """The next `data:` message (None for a keepalive comment)."""
+        while "\n\n" not in self.buffer:
+            chunk = next(self.chunks)
+            self.buffer += chunk.decode() if isinstance(chunk, bytes) else chunk
+        event, self.buffer = self.buffer.split("\n\n", 1)
+        data = [line[5:].strip() for line in event.splitlines() if line.startswith("data:")]
+        return json.loads("".join(data)) if data else None
+
+    def until(self, check, limit: int = 10) -> dict:
+        for _ in range(limit):
+            message = self.next_message()
+            if message is not None and check(message):
+                return message
+        raise AssertionError("the stream never sent the expected change")
+
+    def close(self) -> None:
+        self.response.close()
+
+
+def test_stream_pushes_a_call_and_its_end_to_every_page_from_one_reader(office):
+    app, _factory, credit, ids = office
+    group, booth = ids["groupA1"], str(ids["clidA1"])
+    operator = Stream(login(app, "opA1").get(f"/booths/{group}/stream", buffered=False))
+    boss = Stream(login(app, "gaA1").get(f"/booths/{group}/stream", buffered=False))
+    try:
+        first = operator.until(lambda m: "booths" in m)
+        assert first["booths"][booth]["state"] == "idle"  # a new page starts from everything
+        boss.until(lambda m: "booths" in m)
+        opened = time.monotonic()
+        _payer, answer_ms = start_call(office, call_id="live-1", answered_s_ago=5)
+        seen = operator.until(lambda m: booth in m.get("booths", {}))
+        tile = seen["booths"][booth]
+        assert tile["state"] == "in_call" and tile["call"]["number"] == "0049301234567"
+        assert "cost" not in json.dumps(seen)  # never to an operator
+        assert "cost" in boss.until(lambda m: "cost" in m.get("shop", {}))["shop"]
+        # only changes: the other shop's booths and unchanged tiles are not sent again
+        assert set(seen.get("booths", {})) == {booth}
+        end_ms = int(time.time() * 1000)
+        credit.end("live-1", ids["resellerA"], end_ms, (end_ms - answer_ms) // 1000)
+        ended = operator.until(lambda m: booth in m.get("booths", {}))
+        assert ended["booths"][booth]["call"] is None
+        hub = app.extensions["asterbill_booth_hub"]
+        reader = hub.readers[group]  # one reader for both pages of the shop
+        assert len(reader.subscribers) == 2
+        assert reader.reads <= time.monotonic() - opened + 3  # at most one Redis read a second
+    finally:
+        operator.close()
+        boss.close()
+
+
+def test_a_stream_is_404_without_login(office):
+    app, _factory, _credit, ids = office
+    reply = app.test_client().get(f"/booths/{ids['groupA1']}/stream")
+    assert reply.status_code == 302 and "/login" in reply.headers["Location"]
