@@ -597,4 +597,8 @@ class Listener:
 
     async def run(self) -> None:
         await self.connect()
-        await asyncio.gather(self.consume(), self.schedule(), self.request_settlements())
+        from ami_listener.commands import CommandReader  # hang-ups from the booth page
+
+        await asyncio.gather(
+            self.consume(), self.schedule(), self.request_settlements(), CommandReader(self).run()
+        )

@@ -248,3 +248,21 @@ def test_a_stream_is_404_without_login(office):
     app, _factory, _credit, ids = office
     reply = app.test_client().get(f"/booths/{ids['groupA1']}/stream")
     assert reply.status_code == 302 and "/login" in reply.headers["Location"]
+
+
+def test_hang_up_from_the_page_without_a_listener_says_so(office):
+    app, _factory, _credit, ids = office
+    start_call(office, call_id="live-h")
+    client = login(app, "opA1")
+    url = f"/booths/{ids['groupA1']}"
+    headers = {"X-CSRFToken": token(client.get(url).get_data(as_text=True))}
+    booth = f"{url}/booth/{ids['clidA1']}/hangup"
+    wrong = client.post(booth, data={"call_id": "not-this-one"}, headers=headers)
+    assert wrong.status_code == 409
+    sent = client.post(booth, data={"call_id": "live-h"}, headers=headers).get_json()
+    assert sent["status"] == "sent"
+    reply = client.get(f"{url}/command/{sent['command']}").get_json()
+    assert reply["status"] == "no_listener" and "No listener" in reply["message"]
+    assert client.get(f"/booths/{ids['groupA2']}/command/{sent['command']}").status_code == 404
+    other = login(app, "gaA1")  # same shop, CSRF refused without the token
+    assert other.post(booth, data={"call_id": "live-h"}).status_code == 400
