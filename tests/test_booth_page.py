@@ -266,3 +266,14 @@ def test_hang_up_from_the_page_without_a_listener_says_so(office):
     assert client.get(f"/booths/{ids['groupA2']}/command/{sent['command']}").status_code == 404
     other = login(app, "gaA1")  # same shop, CSRF refused without the token
     assert other.post(booth, data={"call_id": "live-h"}).status_code == 400
+
+
+def test_the_page_speaks_simplified_chinese(office):
+    app, factory, _credit, ids = office
+    from schema import Account
+
+    with factory() as s, s.begin():
+        s.scalar(select(Account).where(Account.username == "opA1")).language = "zh"
+    start_call(office, call_id="live-zh")
+    page = login(app, "opA1").get(f"/booths/{ids['groupA1']}").get_data(as_text=True)
+    assert "通话中" in page and "挂断" in page and "今日未结账" in page
