@@ -19,6 +19,7 @@ from flask_login import current_user
 
 from admin import (
     auth,
+    booth_page,
     credit_page,
     dead_letters,
     password_page,
@@ -85,6 +86,7 @@ def create_app(settings: Settings) -> Flask:
     auth.login_manager.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(portal.bp)
+    app.register_blueprint(booth_page.bp)  # the operator's counter: /booths
 
     back_office = Admin(
         app,

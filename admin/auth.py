@@ -202,6 +202,8 @@ def login():
             form, "staff", find, check, User.of_account, next_url or url_for("admin.index")
         )
         if done is not None:
+            if not next_url and current_user.role in ("groupadmin", "operator"):
+                done = redirect(url_for("booths.landing"))  # the counter is their landing page
             db.session.execute(
                 Account.__table__.update()
                 .where(Account.id == current_user.account_id)

@@ -419,7 +419,7 @@ class Biller:
         return int(value) if value else 0
 
     def _alive_key(self) -> str:
-        return f"{self.engine.keys.prefix}:listener:alive"
+        return self.engine.keys.listener_heartbeat()
 
     def tick(self, now_ms: int) -> tuple[list[HangupRequest], int]:
         """Pay every boundary due before now + guard; the calls to cut; the next due time.

@@ -780,6 +780,12 @@ class Listener:
 
     async def run(self) -> None:
         await self.connect()
+        from ami_listener.commands import CommandReader  # hang-ups from the booth page
+
         await asyncio.gather(
-            self.consume(), self.schedule(), self.request_settlements(), self.flush_ended()
+            self.consume(),
+            self.schedule(),
+            self.request_settlements(),
+            self.flush_ended(),
+            CommandReader(self).run(),
         )

@@ -99,3 +99,23 @@ class Keys:
         """List of JSON events (card locked by too many wrong PINs) for the reconciler, which
         writes them to the card's record in MySQL (workers/pin_lockouts.py)."""
         return f"{self.prefix}:pin_lockouts"
+
+    # -- the web's commands to the listener (hang-up from the booth page) ----------------
+    def commands(self) -> str:
+        """Stream: commands of the back office to the listener (the listener owns AMI)."""
+        return f"{self.prefix}:commands"
+
+    def command_reply(self, command_id: str) -> str:
+        """String (JSON, 10 minutes): a command's state, `waiting` until the listener
+        writes `done` or `failed`."""
+        return f"{self.prefix}:command:{command_id}"
+
+    def command_reader_alive(self) -> str:
+        """String with a short expiry, refreshed by a running listener's command reader: the
+        booth page's "is a listener there?" (not the heartbeat below, which it would spoil)."""
+        return f"{self.prefix}:commands:alive"
+
+    def listener_heartbeat(self) -> str:
+        """String: ms since the epoch, written every 0.2 s by the listener following calls;
+        where the next listener ends the calls that ended while none ran."""
+        return f"{self.prefix}:listener:alive"

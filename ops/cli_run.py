@@ -98,4 +98,9 @@ def web(ctx: click.Context) -> None:
 
     settings = settings_of(ctx)
     click.echo(f"web on http://{settings.web_host}:{settings.web_port}/healthz")
-    waitress.serve(create_app(settings), host=settings.web_host, port=settings.web_port)
+    waitress.serve(  # threads: each open booth page's event stream holds one
+        create_app(settings),
+        host=settings.web_host,
+        port=settings.web_port,
+        threads=settings.web_threads,
+    )

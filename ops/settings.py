@@ -81,6 +81,7 @@ class Settings:
     # the reserved prefix of the inbound rate rows (ami_listener/billing.py, README).
     inbound: str = "off"
     inbound_prefix: str = "0000"
+    web_threads: int = 64  # waitress threads: each open booth page's stream holds one
 
     def describe(self) -> dict[str, str]:
         """The settings as text, with secrets masked (for `asterbill settings` and logs)."""
@@ -159,6 +160,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         key_prefix=_key_prefix(env),
         web_host=get("ASTERBILL_WEB_HOST", "127.0.0.1"),
         web_port=_int(env, "ASTERBILL_WEB_PORT", 8080, 1, 65535),
+        web_threads=_int(env, "ASTERBILL_WEB_THREADS", 64, 4, 1000),
         secret_key=env.get("ASTERBILL_SECRET_KEY", ""),
         log_level=_choice(env, "ASTERBILL_LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
         credit_failure=_choice(
