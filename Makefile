@@ -36,5 +36,6 @@ format: setup
 # still lacks (add them to admin/translations/zh_Hans_CN/LC_MESSAGES/messages.po, translated;
 # no `pybabel update`: column labels and value names are msgids the extraction cannot see).
 messages: setup
+	mkdir -p var
 	$(BIN)/pybabel extract -F babel.cfg -k _l -k tr -k lazy_gettext -k lazy_pgettext:1c,2 -o var/messages.pot --no-location --omit-header .
 	$(BIN)/pytest -q tests/test_chinese_everywhere.py -k catalog

@@ -15,11 +15,12 @@ from flask_login import current_user
 from markupsafe import escape
 
 from admin.extensions import db
+from admin.i18n_labels import TranslatedLabels
 from admin.views import SecureForm, money
 from schema import DeadLetter
 
 
-class DeadLetterView(ModelView):
+class DeadLetterView(TranslatedLabels, ModelView):  # headers and filters in the user's language
     form_base_class = SecureForm
     can_create = False
     can_edit = False

@@ -70,6 +70,7 @@ PERIOD_LABELS = {
     "last_month": _l("Last month"),
     "custom": _l("Custom"),
 }
+FILTER_NAMES = {"disposition": _l("disposition"), "payment": _l("payment")}  # in errors
 EXACT = Decimal("0.000001")
 
 
@@ -112,13 +113,21 @@ def read_request(args, tz: ZoneInfo, now: datetime) -> tuple[Filters, str, dict]
     for name, allowed in (("disposition", DISPOSITIONS), ("payment", PAYMENTS)):
         raw = args.get(name) or None
         if raw is not None and raw not in allowed:
-            raise BadReportRequest(_("Unknown %(name)s.", name=name))
+            raise BadReportRequest(_("Unknown %(name)s.", name=FILTER_NAMES[name]))
         setattr(f, name, raw)
     f.billing = args.get("billing") or "all"
     if f.billing not in BILLING:
         raise BadReportRequest(_("Unknown billing status."))
     chosen = {"period": period, "group_by": group_by, "from": first, "to": last}
     return f, group_by, chosen
+
+
+def translate_row_labels(report: Report) -> None:
+    """The row names that are words, not data (the single "All" row, payment methods), in
+    the user's language; names of resellers, shops, booths and users stay as they are."""
+    for row in report.rows:
+        if row.label == "All" or (report.group_by == "payment" and row.label in PAYMENTS):
+            row.label = _(row.label)
 
 
 def cell(name: str, value, exact: bool = False) -> str:
@@ -160,6 +169,7 @@ class ReportPage(BaseView):
         try:
             f, group_by, chosen = read_request(request.args, tz, datetime.now(UTC))
             report = run_report(db.session, current_user, f, group_by, tz)
+            translate_row_labels(report)
         except BadReportRequest as exc:
             error = str(exc)
         export = request.args.get("export")

@@ -26,11 +26,13 @@ office = test_back_office.office  # two resellers, shops, booths, every role
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = ROOT / "admin/translations/zh_Hans_CN/LC_MESSAGES/messages.po"
 
-# Words that may stay as they are in Chinese pages: the product, file types and the currency
-# code, the column names a rate file has (people write them in the file's header), the name of
-# the language switch's English choice, and the fixture's own data (names, usernames).
+# Words that may stay as they are in Chinese pages: the product, file types, the currency
+# code and the time zone's id (ASTERBILL_TIMEZONE, e.g. UTC), the column names a rate file has
+# (people write them in the file's header), the name of the language switch's English choice,
+# and the fixture's own data (names, usernames).
 KEPT = {
     *("asterbill", "csv", "xls", "xlsx", "png", "jpeg", "gif", "kb", "pin", "usd", "english"),
+    "utc",  # the time zone's id, like the currency code
     *("dialprefix", "numlen", "destination", "connectcharge", "initblock", "rateinitial"),
     *("billingblock", "default"),  # "default": the prefix people type for the fallback rate
     *("reseller", "shop", "global", "all", "only", "root", "resa", "resb", "gaa", "opa"),

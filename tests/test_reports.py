@@ -359,3 +359,21 @@ def test_the_home_page_dashboard_shows_today_live_calls_and_limits_in_scope(repo
     admin = login(app, "root").get("/admin/").get_data(as_text=True)
     today = admin.split('id="dashboard-today"')[1].split("</table>")[0]
     assert ">3<" in today and ">3.75<" in today and "dashboard-waiting" in admin
+
+
+def test_the_report_page_in_chinese_names_its_rows_and_payment_methods_in_chinese(reports):
+    """Issue 13 point 21 on the report page with real rows: labels, the payment methods
+    grouped by, the "All" row of an ungrouped report; the exports' header too."""
+    from tests.test_chinese_everywhere import chinese_client, visible_without
+
+    app, _factory, _ids = reports
+    client = chinese_client(app, "root")
+    base = "/admin/reports/?period=custom&from=2026-03-01&to=2026-04-30&group_by="
+    for group_by in ("payment", "none", "day", "hour"):
+        html = client.get(base + group_by).get_data(as_text=True)
+        assert "<td" in html, group_by  # real rows, not an empty report
+        assert visible_without(html, "Europe/Berlin") == set(), group_by  # the zone id is data
+    html = client.get(base + "payment").get_data(as_text=True)
+    assert "现金" in html and "信用卡" in html
+    exported = client.get(base + "payment&export=csv").get_data(as_text=True)
+    assert next(csv.reader(io.StringIO(exported)))[:2] == ["付款方式", "通话记录"]
