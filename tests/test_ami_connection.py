@@ -247,7 +247,9 @@ def test_a_login_asterisk_never_answers_is_given_up_and_retried(rig, key_prefix)
         listener = Listener(settings, Biller(rig.engine, rig.book, settings))
         task = asyncio.create_task(listener.run())
         try:
-            await until(lambda: listener.manager and len(listener.manager.attempts) >= 2)
+            # two Logins read and left unanswered (not two connection attempts: the second
+            # attempt's Login may still be on its way, and would then be answered)
+            await until(lambda: [a["Action"] for a in server.actions].count("Login") >= 2)
             server.unanswered.clear()
             await asyncio.wait_for(listener.logged_in.wait(), 10)
             return [a["Action"] for a in server.actions]
