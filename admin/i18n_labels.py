@@ -16,38 +16,24 @@ from jinja2 import pass_context
 from markupsafe import Markup
 from sqlalchemy import inspect as sa_inspect
 
-# Values stored as codes and shown as words (their msgids are in admin/translations).
+from admin.accounts import LANGUAGES
+from schema.base import LIMIT_TYPES
+from schema.calls import BILLING_STATUSES, DISPOSITIONS
+from schema.credit import LEVELS, OPERATIONS
+from schema.tenants import CLID_KINDS, ROLES
+
+# Values stored as codes and shown as words (their msgids are in admin/translations): the
+# vocabularies the schema owns, so a new code is translated where it is declared.
 VALUE_NAMES = frozenset(
     {
-        "none",
-        "prepaid",
-        "postpaid",
-        "ANSWERED",
-        "NO ANSWER",
-        "BUSY",
-        "FAILED",
-        "CONGESTION",
-        "booth",
-        "extension",
-        "card",
-        "admin",
-        "reseller",
-        "groupadmin",
-        "operator",
-        "clid",
-        "group",
-        "charge",
-        "refund",
-        "set_limit",
-        "set_limit_type",
-        "lock",
-        "unlock",
-        "set_deposit",
-        "checkout",
-        "BILLED",
-        "UNBILLED",
-        "en",
-        "zh",
+        *LIMIT_TYPES,
+        *DISPOSITIONS,
+        *BILLING_STATUSES,
+        *CLID_KINDS,
+        *ROLES,
+        *LEVELS,
+        *OPERATIONS,
+        *LANGUAGES,
     }
 )
 
